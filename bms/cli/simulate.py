@@ -1,0 +1,3 @@
+"""Placeholder verb (filled in below)."""
+def add_subparser(subparsers):
+    pass

@@ -1,0 +1,192 @@
+"""Node base class: one bus endpoint, its codecs, E2E senders/receivers and one cyclic scheduler.
+
+Like python-can's ``BusABC``, public methods (:meth:`Node.step`, :meth:`Node.send_event`) wrap
+protected hooks a subclass implements: :meth:`Node._fill` gives the values of a due cyclic
+message, :meth:`Node._on_frame` consumes a received, checked and decoded frame, and
+:meth:`Node._on_violation` is told about every E2E violation. Nodes never call each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import can
+import numpy as np
+
+from bms.can.busload import BusLoadMeter
+from bms.can.codec import DbcCodecs, MessageCodec
+from bms.can.e2e import E2EConfig, E2EReceiver, E2ESender, E2EViolation, TxFault, TxFrame
+from bms.can.schedule import CyclicScheduler, periods_from
+from bms.errors import InputError
+
+#: What :meth:`Node._fill` may return: values (signal order or by name) for a plain message; for a
+#: multiplexed one a ``(groups, slots)`` array, optionally with a mapping of the common signals.
+FillValues = Mapping[str, float] | Sequence[float] | np.ndarray | tuple[np.ndarray, Mapping]
+
+
+class Node:
+    """Base of the pack, BMS and vehicle nodes; subclasses implement the three hooks."""
+
+    def __init__(
+        self,
+        bus: can.BusABC,
+        codecs: DbcCodecs,
+        tx: Iterable[str] = (),
+        rx: Iterable[str] = (),
+        *,
+        e2e_config: E2EConfig | None = None,
+        phase_step_s: float = 0.0,
+        start_s: float = 0.0,
+        busload: BusLoadMeter | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.bus = bus
+        self.codecs = codecs
+        rng = np.random.default_rng(seed)
+        self.senders: dict[str, E2ESender] = {n: E2ESender(codecs[n], rng) for n in tx}
+        self.receivers: dict[str, E2EReceiver] = {
+            n: E2EReceiver(codecs[n], e2e_config, start_s) for n in rx
+        }
+        self._rx_by_id: dict[tuple[int, bool], tuple[MessageCodec, E2EReceiver]] = {
+            (r.codec.frame_id, r.codec.is_extended_id): (r.codec, r)
+            for r in self.receivers.values()
+        }
+        self.scheduler = CyclicScheduler.from_periods(
+            periods_from(codecs[n] for n in self.senders), phase_step_s, start_s
+        )
+        self.busload = busload
+        self.events: list[E2EViolation] = []
+        self.frames_sent = 0
+        self.frames_received = 0
+        self.frames_ignored = 0  # IDs this node does not receive
+
+    # -- hooks for subclasses ------------------------------------------------------------------
+    def _fill(self, name: str, time_s: float) -> FillValues:
+        """Values of the cyclic message ``name`` due at ``time_s`` (physical units)."""
+        raise NotImplementedError
+
+    def _on_frame(self, name: str, values: list[float], time_s: float) -> None:
+        """A received frame that passed the E2E checks; ``values`` in the codec's signal order."""
+
+    def _on_violation(self, event: E2EViolation) -> None:
+        """An E2E violation (also kept in :attr:`events`)."""
+
+    # -- public API ----------------------------------------------------------------------------
+    def step(self, now_s: float, catch_up: bool = True) -> None:
+        """Receive and check pending frames, report timeouts, then send due and delayed frames.
+
+        ``catch_up`` follows the clock: True on a simulated clock, False on the wall clock.
+        """
+        self._receive_pending()
+        for receiver in self.receivers.values():
+            if receiver.timeout_s is not None and not receiver.timed_out:
+                for event in receiver.poll(now_s):
+                    self._report(event)
+        for due in self.scheduler.due(now_s, catch_up):
+            stamp = due.deadline_s if catch_up else now_s
+            self._transmit(due.name, self._fill(due.name, due.deadline_s), stamp)
+        for sender in self.senders.values():
+            if sender.pending:
+                for frame in sender.release(now_s):
+                    self._put(frame)
+
+    def send_event(self, name: str, values: FillValues, time_s: float) -> None:
+        """Send an event (or on-change) message now, through its E2E sender and faults."""
+        if name not in self.senders:
+            raise InputError(f"node does not transmit message {name!r}")
+        self._transmit(name, values, time_s)
+
+    def inject(self, name: str, fault: TxFault | str, **params: float) -> None:
+        """Switch a sender-side fault on for message ``name`` (see :class:`E2ESender`)."""
+        self._sender(name).inject(fault, **params)
+
+    def clear(self, name: str, fault: TxFault | str | None = None) -> None:
+        """Switch one fault (or all) off for message ``name``."""
+        self._sender(name).clear(fault)
+
+    def close(self) -> None:
+        """Shut the bus endpoint down."""
+        self.bus.shutdown()
+
+    def __enter__(self) -> Node:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- internals -----------------------------------------------------------------------------
+    def _sender(self, name: str) -> E2ESender:
+        try:
+            return self.senders[name]
+        except KeyError:
+            raise InputError(f"node does not transmit message {name!r}") from None
+
+    def _transmit(self, name: str, values: FillValues, time_s: float) -> None:
+        sender = self.senders[name]
+        codec = sender.codec
+        if codec.mux is not None and not isinstance(values, Mapping):
+            common = None
+            if isinstance(values, tuple):
+                values, common = values
+            payloads = codec.encode_groups(np.asarray(values), common)
+        else:
+            payloads = [codec.encode(values)]  # type: ignore[arg-type]
+        for payload in payloads:
+            for frame in sender.transmit(payload, time_s):
+                self._put(frame)
+
+    def _put(self, frame: TxFrame) -> None:
+        self.bus.send(
+            can.Message(
+                arbitration_id=frame.frame_id,
+                is_extended_id=frame.is_extended_id,
+                dlc=len(frame.data),
+                data=frame.data,
+                timestamp=frame.time_s,
+            )
+        )
+        self.frames_sent += 1
+        if self.busload is not None:
+            self.busload.add(frame.frame_id, frame.is_extended_id, frame.data)
+
+    def _receive_pending(self) -> None:
+        recv = self.bus.recv
+        lookup = self._rx_by_id
+        while (msg := recv(0.0)) is not None:
+            entry = lookup.get((msg.arbitration_id, msg.is_extended_id))
+            if entry is None or msg.is_error_frame or msg.is_remote_frame:
+                self.frames_ignored += 1
+                continue
+            codec, receiver = entry
+            self.frames_received += 1
+            data = bytes(msg.data[: msg.dlc])
+            ok, events = receiver.check(data, msg.timestamp)
+            for event in events:
+                self._report(event)
+            if ok:
+                self._on_frame(codec.name, codec.decode(data), msg.timestamp)
+
+    def _report(self, event: E2EViolation) -> None:
+        self.events.append(event)
+        self._on_violation(event)
+
+    def report(self) -> dict[str, Any]:
+        """Counts for the run report: frames, violations by kind, clamps, scheduler lateness."""
+        violations: dict[str, int] = {}
+        for receiver in self.receivers.values():
+            for kind, n in receiver.violations.items():
+                if n:
+                    violations[kind.value] = violations.get(kind.value, 0) + n
+        late = self.scheduler.lateness()
+        return {
+            "frames_sent": self.frames_sent,
+            "frames_received": self.frames_received,
+            "frames_ignored": self.frames_ignored,
+            "violations": violations,
+            "clamps": self.codecs.clamp_report(),
+            "lateness_p50_s": late.p50_s,
+            "lateness_p99_s": late.p99_s,
+            "lateness_max_s": late.max_s,
+            "missed_slots": late.missed,
+        }

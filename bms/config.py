@@ -64,8 +64,12 @@ def _record_lines(node: yaml.Node, path: Path_, doc: Document) -> None:
         for key_node, value_node in node.value:
             key = key_node.value
             if key in seen:
-                raise located(doc.source, key_node.start_mark.line + 1, _dotted(path + (key,)),
-                              "duplicate key")
+                raise located(
+                    doc.source,
+                    key_node.start_mark.line + 1,
+                    _dotted(path + (key,)),
+                    "duplicate key",
+                )
             seen.add(key)
             doc.lines[path + (key,)] = key_node.start_mark.line + 1
             _record_lines(value_node, path + (key,), doc)
@@ -136,14 +140,22 @@ class Section:
             return default
         return self.value[key]
 
-    def number(self, key: str, default: Any = _MISSING, *, min: float | None = None,
-               max: float | None = None, above: float | None = None) -> float:
+    def number(
+        self,
+        key: str,
+        default: Any = _MISSING,
+        *,
+        min: float | None = None,
+        max: float | None = None,
+        above: float | None = None,
+    ) -> float:
         """A real number within [min, max] (and strictly above ``above``)."""
         value = self.raw(key, default)
         return _check_number(value, lambda p: self.error(key, p), min, max, above)
 
-    def integer(self, key: str, default: Any = _MISSING, *, min: int | None = None,
-                max: int | None = None) -> int:
+    def integer(
+        self, key: str, default: Any = _MISSING, *, min: int | None = None, max: int | None = None
+    ) -> int:
         value = self.raw(key, default)
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.error(key, f"expected an integer, got {value!r}")
@@ -181,16 +193,24 @@ class Section:
         for index, item in enumerate(self.items(key, default)):
             yield Section(self.doc, self.path + (key, index), item)
 
-    def array(self, key: str, default: Any = _MISSING, *, min_len: int = 1,
-              min: float | None = None, max: float | None = None,
-              increasing: bool = False) -> np.ndarray:
+    def array(
+        self,
+        key: str,
+        default: Any = _MISSING,
+        *,
+        min_len: int = 1,
+        min: float | None = None,
+        max: float | None = None,
+        increasing: bool = False,
+    ) -> np.ndarray:
         """A list of numbers as a float array, optionally strictly increasing."""
         values = self.items(key, default)
         if len(values) < min_len:
             raise self.error(key, f"expected at least {min_len} values, got {len(values)}")
         for index, value in enumerate(values):
-            _check_number(value, lambda p, i=index: self.error(key, f"item {i}: {p}"), min, max,
-                          None)
+            _check_number(
+                value, lambda p, i=index: self.error(key, f"item {i}: {p}"), min, max, None
+            )
         out = np.asarray(values, dtype=float)
         if increasing and np.any(np.diff(out) <= 0):
             bad = int(np.argmax(np.diff(out) <= 0)) + 1
@@ -204,8 +224,9 @@ class Section:
             raise self.error(unknown[0], "unknown field")
 
 
-def _check_number(value: Any, err: Any, lo: float | None, hi: float | None,
-                  above: float | None) -> float:
+def _check_number(
+    value: Any, err: Any, lo: float | None, hi: float | None, above: float | None
+) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise err(f"expected a number, got {value!r}")
     if not np.isfinite(value):

@@ -80,12 +80,16 @@ def rc_decay(dt_s: float, r_ohm: np.ndarray, c_f: float) -> np.ndarray:
     return np.exp(-dt_s / (r_ohm * c_f))
 
 
-def rc_step(v_rc: np.ndarray, current_a: np.ndarray, r_ohm: np.ndarray, decay: np.ndarray) -> np.ndarray:
+def rc_step(
+    v_rc: np.ndarray, current_a: np.ndarray, r_ohm: np.ndarray, decay: np.ndarray
+) -> np.ndarray:
     """RC voltage after one step with constant current: v' = a v + R (1 - a) i (exact)."""
     return decay * v_rc + r_ohm * (1.0 - decay) * current_a
 
 
-def ccd_ma_cm2(temp_c: np.ndarray | float, pressure_mpa: np.ndarray | float, ccd: Ccd) -> np.ndarray:
+def ccd_ma_cm2(
+    temp_c: np.ndarray | float, pressure_mpa: np.ndarray | float, ccd: Ccd
+) -> np.ndarray:
     """Critical current density for plating, J_CCD(T, P), in mA/cm² (DOMAIN.md section 5)."""
     p = np.clip(np.asarray(pressure_mpa), 1e-6, ccd.pressure_cap_mpa)
     return (

@@ -165,8 +165,11 @@ def _read_cell(root: Section) -> CellParams:
     if np.any(np.diff(volt) < 0):
         raise o.error("voltage_v", "must not decrease with SOC")
     if volt[0] < vmin - 0.05 or volt[-1] > vmax + 0.05:
-        raise o.error("voltage_v", f"table {volt[0]:.3f}..{volt[-1]:.3f} V lies outside the "
-                      f"voltage limits {vmin}..{vmax} V")
+        raise o.error(
+            "voltage_v",
+            f"table {volt[0]:.3f}..{volt[-1]:.3f} V lies outside the "
+            f"voltage limits {vmin}..{vmax} V",
+        )
     ocv = OcvTable(soc, volt, dudt * 1e-3, o.number("temp_c", 25.0, min=-40, max=80))
     o.done()
 
@@ -296,41 +299,60 @@ def cell_to_dict(cell: CellParams) -> dict[str, Any]:
             "dudt_mv_per_k": [f(x * 1e3) for x in cell.ocv.dudt_v_per_k],
         },
         "resistance": {
-            "temp_ref_c": f(r.temp_ref_c), "pressure_ref_mpa": f(r.pressure_ref_mpa),
-            "r0_mohm": f(r.r0_ohm * 1e3), "r0_ea_kj_mol": f(r.r0_ea_j_mol / 1e3),
+            "temp_ref_c": f(r.temp_ref_c),
+            "pressure_ref_mpa": f(r.pressure_ref_mpa),
+            "r0_mohm": f(r.r0_ohm * 1e3),
+            "r0_ea_kj_mol": f(r.r0_ea_j_mol / 1e3),
             "r0_n_p": f(r.r0_n_p),
-            "r1_mohm": f(r.r1_ohm * 1e3), "r1_tau_s": f(r.r1_tau_s),
-            "r1_ea_kj_mol": f(r.r1_ea_j_mol / 1e3), "r1_n_p": f(r.r1_n_p),
-            "r1_n_p_cold": f(r.r1_n_p_cold), "r1_cold_temp_c": f(r.r1_cold_temp_c),
-            "r1_low_soc_gain": f(r.r1_low_soc_gain), "r1_low_soc_scale": f(r.r1_low_soc_scale),
-            "r2_mohm": f(r.r2_ohm * 1e3), "r2_tau_s": f(r.r2_tau_s),
-            "r2_ea_kj_mol": f(r.r2_ea_j_mol / 1e3), "r2_n_p": f(r.r2_n_p),
+            "r1_mohm": f(r.r1_ohm * 1e3),
+            "r1_tau_s": f(r.r1_tau_s),
+            "r1_ea_kj_mol": f(r.r1_ea_j_mol / 1e3),
+            "r1_n_p": f(r.r1_n_p),
+            "r1_n_p_cold": f(r.r1_n_p_cold),
+            "r1_cold_temp_c": f(r.r1_cold_temp_c),
+            "r1_low_soc_gain": f(r.r1_low_soc_gain),
+            "r1_low_soc_scale": f(r.r1_low_soc_scale),
+            "r2_mohm": f(r.r2_ohm * 1e3),
+            "r2_tau_s": f(r.r2_tau_s),
+            "r2_ea_kj_mol": f(r.r2_ea_j_mol / 1e3),
+            "r2_n_p": f(r.r2_n_p),
         },
         "thermal": {"heat_capacity_j_per_k": f(cell.heat_capacity_j_per_k)},
         "mechanics": {
-            "areal_capacity_mah_cm2": f(m.areal_capacity_mah_cm2), "layers": m.layers,
-            "footprint_cm2": f(m.footprint_cm2), "thickness_mm": f(m.thickness_mm),
+            "areal_capacity_mah_cm2": f(m.areal_capacity_mah_cm2),
+            "layers": m.layers,
+            "footprint_cm2": f(m.footprint_cm2),
+            "thickness_mm": f(m.thickness_mm),
             "li_um_per_mah_cm2": f(m.li_um_per_mah_cm2),
             "cathode_contraction_um": f(m.cathode_contraction_um),
             "cathode_onset_soc": f(m.cathode_onset_soc),
             "cte_difference_per_k": f(m.cte_difference_per_k),
         },
         "contact": {
-            "loss_per_ma_cm2_s": f(c.loss_per_ma_cm2_s), "recover_per_mpa": f(c.recover_per_mpa),
-            "pressure_min_mpa": f(c.pressure_min_mpa), "creep_tau_s": f(c.creep_tau_s),
-            "creep_temp_ref_c": f(c.creep_temp_ref_c), "creep_halving_k": f(c.creep_halving_k),
+            "loss_per_ma_cm2_s": f(c.loss_per_ma_cm2_s),
+            "recover_per_mpa": f(c.recover_per_mpa),
+            "pressure_min_mpa": f(c.pressure_min_mpa),
+            "creep_tau_s": f(c.creep_tau_s),
+            "creep_temp_ref_c": f(c.creep_temp_ref_c),
+            "creep_halving_k": f(c.creep_halving_k),
         },
         "ccd": {
-            "profile": j.profile, "j_ref_ma_cm2": f(j.j_ref_ma_cm2),
-            "temp_ref_c": f(j.temp_ref_c), "pressure_ref_mpa": f(j.pressure_ref_mpa),
-            "ea_kj_mol": f(j.ea_j_mol / 1e3), "n_p": f(j.n_p),
-            "pressure_cap_mpa": f(j.pressure_cap_mpa), "strip_factor": f(j.strip_factor),
+            "profile": j.profile,
+            "j_ref_ma_cm2": f(j.j_ref_ma_cm2),
+            "temp_ref_c": f(j.temp_ref_c),
+            "pressure_ref_mpa": f(j.pressure_ref_mpa),
+            "ea_kj_mol": f(j.ea_j_mol / 1e3),
+            "n_p": f(j.n_p),
+            "pressure_cap_mpa": f(j.pressure_cap_mpa),
+            "strip_factor": f(j.strip_factor),
         },
         "runaway": {
-            "onset_c": f(t.onset_c), "trigger_c": f(t.trigger_c),
+            "onset_c": f(t.onset_c),
+            "trigger_c": f(t.trigger_c),
             "self_heating_w": f(t.self_heating_w),
             "self_heating_doubling_k": f(t.self_heating_doubling_k),
-            "energy_factor": f(t.energy_factor), "vented_fraction": f(t.vented_fraction),
+            "energy_factor": f(t.energy_factor),
+            "vented_fraction": f(t.vented_fraction),
             "duration_s": f(t.duration_s),
         },
     }

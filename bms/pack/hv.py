@@ -1,0 +1,94 @@
+"""High-voltage path: main contactors, precharge relay and resistor, DC-link capacitor.
+
+Contactors follow their coil command after a close/open delay unless a fault holds them (welded
+contacts cannot open, a stuck-open contactor cannot close); their auxiliary contacts report the
+true position. The DC link charges through the precharge resistor with the exact RC response.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+CONTACTORS = ("plus", "minus", "precharge")
+
+
+@dataclass
+class Contactor:
+    """One contactor: coil command, true position and fault holds."""
+
+    close_s: float
+    open_s: float
+    command: bool = False
+    closed: bool = False
+    welded: bool = False
+    stuck_open: bool = False
+    _pending_s: float = 0.0
+
+    def step(self, dt_s: float) -> None:
+        """Move the contacts towards the command after the mechanical delay."""
+        target = self.command
+        if self.welded and self.closed:
+            target = True
+        if self.stuck_open:
+            target = False
+        if target == self.closed:
+            self._pending_s = 0.0
+            return
+        self._pending_s += dt_s
+        if self._pending_s >= (self.close_s if target else self.open_s) - 1e-12:
+            self.closed = target
+            self._pending_s = 0.0
+
+
+@dataclass
+class HvCircuit:
+    """Contactor set plus the DC-link capacitor voltage."""
+
+    capacitance_f: float
+    precharge_ohm: float
+    discharge_ohm: float
+    close_s: float
+    open_s: float
+    link_voltage_v: float = 0.0
+    contactors: dict[str, Contactor] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.contactors = {name: Contactor(self.close_s, self.open_s) for name in CONTACTORS}
+
+    def command(self, plus: bool, minus: bool, precharge: bool) -> None:
+        """Set the coil commands (True = close)."""
+        self.contactors["plus"].command = plus
+        self.contactors["minus"].command = minus
+        self.contactors["precharge"].command = precharge
+
+    def step_contactors(self, dt_s: float) -> None:
+        for contactor in self.contactors.values():
+            contactor.step(dt_s)
+
+    @property
+    def main_closed(self) -> bool:
+        """The load sees the pack: both main contactors closed."""
+        return self.contactors["plus"].closed and self.contactors["minus"].closed
+
+    @property
+    def precharging(self) -> bool:
+        """The DC link charges through the precharge resistor."""
+        c = self.contactors
+        return c["minus"].closed and c["precharge"].closed and not c["plus"].closed
+
+    def precharge_current_a(self, e_pack_v: float, r_pack_ohm: float, dt_s: float) -> float:
+        """Mean current over a precharge step, advancing the link voltage exactly (RC)."""
+        tau = (r_pack_ohm + self.precharge_ohm) * self.capacitance_f
+        v_new = e_pack_v - (e_pack_v - self.link_voltage_v) * math.exp(-dt_s / tau)
+        current = self.capacitance_f * (v_new - self.link_voltage_v) / dt_s
+        self.link_voltage_v = v_new
+        return current
+
+    def discharge_link(self, dt_s: float) -> None:
+        """Isolated DC link bleeds down through its discharge resistor."""
+        self.link_voltage_v *= math.exp(-dt_s / (self.discharge_ohm * self.capacitance_f))
+
+    def inrush_current_a(self, terminal_v: float, dt_s: float) -> float:
+        """Charge pulled into the link when mains close onto a voltage step, as a mean current."""
+        return self.capacitance_f * (terminal_v - self.link_voltage_v) / dt_s

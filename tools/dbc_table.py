@@ -307,13 +307,16 @@ def _bus_section(path: Path, database: cantools.database.can.Database) -> list[s
     name = _attribute(database, "DBName") or path.stem
     baudrate = _attribute(database, "Baudrate")
     messages = sorted(database.messages, key=lambda m: m.frame_id)
-    nodes = ", ".join(node.name for node in database.nodes)
+    nodes = [f"- `{node.name}`: {node.comment or ''}".rstrip() for node in database.nodes]
     fps = sum(frames_per_second(m) for m in messages)
     bits_per_s = sum(frames_per_second(m) * worst_case_frame_bits(m.length) for m in messages)
     lines = [
         f"## {name} (`dbc/{path.name}`)",
         "",
-        f"Nodes: {nodes}. Bit rate: {baudrate} bit/s.",
+        f"Bit rate: {baudrate} bit/s. Nodes:",
+        "",
+        *nodes,
+        "",
     ]
     if isinstance(baudrate, int) and baudrate > 0:
         lines.append(

@@ -195,9 +195,12 @@ def test_every_message_has_cycle_time_or_event_send_type(dbs):
             assert message.cycle_time == _attr(message, "GenMsgCycleTime")
 
 
-def test_every_message_has_a_comment(dbs):
+def test_every_message_and_node_has_a_comment(dbs):
     for _bus, message in _all_messages(dbs):
         assert message.comment and len(message.comment) > 20, message.name
+    for db in dbs.values():
+        for node in db.nodes:
+            assert node.comment, node.name
 
 
 # --- signals -------------------------------------------------------------------------------

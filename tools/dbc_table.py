@@ -320,9 +320,10 @@ def _bus_section(path: Path, database: cantools.database.can.Database) -> list[s
     ]
     if isinstance(baudrate, int) and baudrate > 0:
         lines.append(
-            f"Cyclic traffic at the full 192-cell / 96-sensor / 24-module layout: {fps:.0f} "
-            f"frames/s, at most {bits_per_s / 1000:.1f} kbit/s with worst-case bit stuffing "
-            f"({100 * bits_per_s / baudrate:.1f} % bus load; event frames not counted)."
+            f"Cyclic traffic with every multiplexer group defined here sent each cycle: "
+            f"{fps:.0f} frames/s, at most {bits_per_s / 1000:.1f} kbit/s with worst-case bit "
+            f"stuffing ({100 * bits_per_s / baudrate:.1f} % bus load). Not counted: event "
+            "frames and list frames beyond one per cycle (one more per further active fault)."
         )
     lines += [
         "",

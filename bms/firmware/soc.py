@@ -129,7 +129,11 @@ class SocState:
 
 
 def _as_cells(value: np.ndarray | float, n: int) -> np.ndarray:
-    return np.broadcast_to(np.asarray(value, dtype=float), (n,)).copy()
+    """A fresh float array of n per-cell values from a scalar or an (n,) array."""
+    arr = np.array(value, dtype=float)
+    if arr.shape == (n,):
+        return arr
+    return np.broadcast_to(arr, (n,)).copy()
 
 
 def _fill(value: np.ndarray | float | None, n: int, substitute: float) -> np.ndarray:
@@ -157,7 +161,12 @@ class SocFilter:
         self._c2_f = res.c2_f
         # Capacity per cell in As, so SOC change = eta * I * dt / capacity_as.
         self._capacity_as = cell.capacity_ah * SECONDS_PER_HOUR
-        self._last_slope = np.ones(state.soc.size)  # linearised OCV slope of the last update
+        n = state.soc.size
+        self._last_slope = np.ones(n)  # linearised OCV slope of the last update
+        # Work buffers reused every step (the hot loop allocates as little as it can).
+        self._h = np.full((n, 3), -1.0)  # measurement Jacobian [dOCV/dsoc, -1, -1]
+        self._f = np.ones((n, 3))  # diagonal of the state transition [1, a1, a2]
+        self._b = np.empty((n, 3))  # input vector of the current [-dsoc/dI, b1, b2]
 
     # -- construction -----------------------------------------------------------------------
     @classmethod
@@ -274,9 +283,8 @@ class SocFilter:
         # A reading outside any plausible cell voltage is a sensor fault, not information.
         volt_ok = np.isfinite(volt) & (volt > 0.5) & (volt < 6.0) & current_ok
 
-        r0, r1, r2 = ecm.resistances_ohm(
-            temp, pressure, np.clip(st.soc, 0.0, 1.0), self.cell.resistance
-        )
+        soc_lin = np.minimum(np.maximum(st.soc, 0.0), 1.0)
+        r0, r1, r2 = ecm.resistances_ohm(temp, pressure, soc_lin, self.cell.resistance)
         if dt_s > 0.0:
             self._predict(dt_s, current, current_ok, r1, r2)
         self._update(volt, volt_ok, current, temp, r0, p.voltage_noise_v**2 + p.model_error_v**2)
@@ -301,7 +309,8 @@ class SocFilter:
         eta = np.where(current < 0.0, self.cell.coulombic_efficiency, 1.0)
         g_soc = eta * dt_s / self._capacity_as
         st.soc -= g_soc * current
-        np.clip(st.soc, p.soc_min, p.soc_max, out=st.soc)
+        np.maximum(st.soc, p.soc_min, out=st.soc)
+        np.minimum(st.soc, p.soc_max, out=st.soc)
         b1 = r1 * (1.0 - a1)
         b2 = r2 * (1.0 - a2)
         st.v1_v *= a1
@@ -309,10 +318,15 @@ class SocFilter:
         st.v2_v *= a2
         st.v2_v += b2 * current
 
-        f = np.stack((np.ones_like(a1), a1, a2), axis=1)  # diagonal of the state transition
+        f = self._f
+        f[:, 1] = a1
+        f[:, 2] = a2
         st.cov *= f[:, :, None] * f[:, None, :]
         # Current noise enters all three states through one input vector (correlated).
-        b = np.stack((-g_soc, b1, b2), axis=1)
+        b = self._b
+        b[:, 0] = -g_soc
+        b[:, 1] = b1
+        b[:, 2] = b2
         sigma_i = np.where(current_ok, p.current_noise_a, p.missing_current_sigma_a)
         st.cov += (sigma_i**2)[:, None, None] * (b[:, :, None] * b[:, None, :])
         # Offset: a bias that integrates; modelled as a random walk reaching
@@ -336,12 +350,14 @@ class SocFilter:
         """Scalar-per-cell measurement update with y = OCV(soc) - v1 - v2 - R0 I."""
         st, p = self.state, self.params
         table = self.cell.ocv
-        soc_lin = np.clip(st.soc, 0.0, 1.0)
+        soc_lin = np.minimum(np.maximum(st.soc, 0.0), 1.0)
         ocv_mid = ecm.ocv_v(soc_lin, temp, table)
         # Statistical linearisation: the OCV secant over +-1 sigma instead of the local slope,
         # so a wide prior on a kinked, piecewise-linear curve neither over-jumps nor collapses;
         # what the secant misses at either end counts as measurement noise.
-        spread = np.clip(np.sqrt(st.cov[:, 0, 0]), p.secant_min_soc, p.secant_max_soc)
+        spread = np.minimum(
+            np.maximum(np.sqrt(st.cov[:, 0, 0]), p.secant_min_soc), p.secant_max_soc
+        )
         soc_hi = np.minimum(soc_lin + spread, 1.0)
         soc_lo = np.maximum(soc_lin - spread, 0.0)
         ocv_hi = ecm.ocv_v(soc_hi, temp, table)
@@ -354,7 +370,8 @@ class SocFilter:
         slope = np.minimum(slope_true, p.max_ocv_slope_v)
         self._last_slope = np.maximum(slope, 1e-6)
         predicted_v = ocv_mid - st.v1_v - st.v2_v - r0 * current
-        h = np.stack((slope, -np.ones_like(slope), -np.ones_like(slope)), axis=1)
+        h = self._h
+        h[:, 0] = slope
         ph = np.einsum("nij,nj->ni", st.cov, h)
         # Noise: sensor + model, current noise through R0, linearisation miss, capped slope.
         r_var = (
@@ -364,12 +381,13 @@ class SocFilter:
             + (slope_true - slope) ** 2 * st.cov[:, 0, 0]
         )
         s = np.einsum("ni,ni->n", h, ph) + r_var
-        innovation = np.where(valid, np.nan_to_num(volt) - predicted_v, 0.0)
+        innovation = np.where(valid, volt - predicted_v, 0.0)
         gain = np.where(valid[:, None], ph / s[:, None], 0.0)
         st.soc += gain[:, 0] * innovation
         st.v1_v += gain[:, 1] * innovation
         st.v2_v += gain[:, 2] * innovation
-        np.clip(st.soc, p.soc_min, p.soc_max, out=st.soc)
+        np.maximum(st.soc, p.soc_min, out=st.soc)
+        np.minimum(st.soc, p.soc_max, out=st.soc)
         st.cov -= (gain[:, :, None] * gain[:, None, :]) * s[:, None, None]
         # Keep the covariance symmetric and its diagonal positive despite rounding.
         st.cov += np.swapaxes(st.cov, 1, 2)
@@ -550,8 +568,10 @@ def estimate_trace(
     soc_out = np.empty(n)
     sigma_out = np.empty(n)
     st = filt.state
-    for k in range(n):
-        filt.step(t[k], cur[k], volt[k], temp[k], pres[k])
+    # Python floats: indexing numpy arrays per sample would cost more than the filter maths.
+    rows = zip(t.tolist(), cur.tolist(), volt.tolist(), temp.tolist(), pres.tolist(), strict=True)
+    for k, (t_k, i_k, v_k, temp_k, p_k) in enumerate(rows):
+        filt.step(t_k, i_k, v_k, temp_k, p_k)
         soc_out[k] = st.soc[0]
         sigma_out[k] = np.sqrt(st.cov[0, 0, 0] + st.bias_sigma[0] ** 2)
     return soc_out, sigma_out

@@ -199,7 +199,7 @@ class MuxLayout:
 
     selector: SignalLayout
     common: tuple[SignalLayout, ...]  # present in every frame (flags, AliveCounter, CRC8)
-    groups: Mapping[int, tuple[SignalLayout, ...]]  # selector value -> its signals, DBC order
+    groups: Mapping[int, tuple[SignalLayout, ...]]  # selector value -> signals by start bit
     group_ids: tuple[int, ...]  # sorted selector values
     uniform: bool  # every group has the same bit layout: the vectorised path applies
 
@@ -269,6 +269,8 @@ class MessageCodec:
                 for gid in sig.multiplexer_ids:
                     groups.setdefault(int(gid), []).append(lay)
         group_ids = tuple(sorted(groups))
+        # slots in bit-position order, whatever order the DBC lists the signals in
+        groups = {g: sorted(groups[g], key=lambda s: s.start) for g in group_ids}
         shapes = {
             tuple(
                 (s.shift, s.length, s.signed, s.big_endian, s.scale, s.offset, s.raw_min, s.raw_max)
@@ -383,15 +385,19 @@ class MessageCodec:
     ) -> list[bytes]:
         """Payloads of all groups from one ``(groups, slots)`` array; clamps are counted.
 
-        Row ``k`` fills the mux signals of group ``group_ids[k]`` (default: all groups in selector
-        order) in DBC order, e.g. cell voltages ``v.reshape(-1, 4)`` for ``CellGroup``. ``common``
-        gives the always-present signals (same in every frame; E2E fields are the sender's job).
+        Row ``k`` fills the mux signals of group ``group_ids[k]`` (default: the first rows-many
+        groups in selector order) in start-bit order, e.g. cell voltages ``v.reshape(-1, 4)`` for
+        ``CellGroup``. ``common`` gives the always-present signals (same in every frame; E2E
+        fields are the sender's job).
         """
         mux = self.mux
         if mux is None:
             raise InputError(f"message {self.name}: not multiplexed")
-        ids = mux.group_ids if group_ids is None else tuple(group_ids)
         slot_values = np.asarray(slot_values, dtype=float)
+        if group_ids is None:  # a smaller pack (96s on a 192-cell DBC) fills the first groups
+            ids = mux.group_ids[: len(slot_values)] if slot_values.ndim == 2 else mux.group_ids
+        else:
+            ids = tuple(group_ids)
         if slot_values.shape != (len(ids), mux.slots):
             raise InputError(
                 f"message {self.name}: expected values of shape "

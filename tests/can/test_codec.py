@@ -149,7 +149,10 @@ def test_vectorised_group_encode_counts_clamps_per_signal() -> None:
 def test_shape_mismatch_is_an_input_error() -> None:
     codec = DbcCodecs(load_dbc(DATA / "mini.dbc"))["MiniCells"]
     with pytest.raises(InputError, match="shape"):
-        codec.encode_groups(np.zeros((2, 4)))
+        codec.encode_groups(np.zeros((3, 3)))  # 4 cells per group
+    with pytest.raises(InputError, match="shape"):
+        codec.encode_groups(np.zeros((4, 4)))  # only 3 groups exist
+    assert len(codec.encode_groups(np.full((2, 4), 3.7))) == 2  # a smaller pack: first groups
 
 
 def test_unknown_signal_name_is_an_input_error() -> None:

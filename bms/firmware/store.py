@@ -16,6 +16,7 @@ import numpy as np
 from bms.errors import InputError
 
 NEVER_S = -np.inf  # receive time of an element that never arrived: its age is infinite
+TIME_EPS_S = 1e-9  # float slack: 1.3 - 1.0 must not count as older than 0.3 s
 
 
 @dataclass(frozen=True)
@@ -117,12 +118,12 @@ class Source:
 
     def is_stale(self, now_s: float) -> bool:
         """True if any element is older than the source's timeout (or never arrived)."""
-        return self.age_s(now_s) > self.spec.timeout_s
+        return self.age_s(now_s) > self.spec.timeout_s + TIME_EPS_S
 
     def stale_mask(self, now_s: float, out: np.ndarray) -> np.ndarray:
         """Per-element staleness into the caller's preallocated boolean array."""
         # Compare receive times with one scalar cut-off: no temporary array per call.
-        return np.less(self.elem_time_s, now_s - self.spec.timeout_s, out=out)
+        return np.less(self.elem_time_s, now_s - self.spec.timeout_s - TIME_EPS_S, out=out)
 
     def usable(self) -> np.ndarray:
         """Elements that are valid right now (received, finite); staleness is checked separately."""

@@ -839,6 +839,8 @@ def _g_error_exit(sm: StateMachine, inp: SmInputs) -> bool:
         return False
     if sm._internal_faults_active():
         return False
+    if abs(inp.pack_current_a) > sm.cfg.welded_current_a:
+        return False  # current with every contactor open: a weld is about to be confirmed
     return sm._clear_seen_in_error or not sm.cfg.error_exit_needs_clear_faults
 
 

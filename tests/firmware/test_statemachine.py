@@ -251,6 +251,17 @@ def test_standby_precharge_drive_follows_the_sequence_and_the_rc_law():
     assert rig.events == []
 
 
+def test_current_only_criterion_ends_precharge_when_current_falls_below_50_ma():
+    pre = dataclasses.replace(CFG.precharge, use_voltage=False)
+    rig = Rig(StateMachine(dataclasses.replace(CFG, precharge=pre)), mode=RequestMode.DRIVE)
+    rig.until_state(BmsState.DRIVE, 3.0)
+    t_pre = rig.first_time(lambda o: o.close_precharge)
+    t_plus = rig.first_time(lambda o: o.close_plus)
+    # I = V/R exp(-t/tau) < 50 mA after tau*ln(V/(R*50 mA)) = 0.25 s once precharge has closed.
+    expected_s = CONTACTOR_DELAY_S + TAU_S * math.log(PACK_V / R_PRE_OHM / 0.05)
+    assert t_plus - t_pre == pytest.approx(expected_s, abs=DT_S + EPS)
+
+
 def test_precharge_peak_current_is_pack_voltage_over_resistor():
     rig = Rig(mode=RequestMode.DRIVE)
     currents = []
@@ -458,6 +469,16 @@ def test_fatal_fault_shuts_off_then_opens_at_once_under_load_and_goes_to_error()
     assert event.current_a == pytest.approx(200.0) and event.time_s == pytest.approx(t_open)
 
 
+def test_fatal_fault_in_its_pre_trip_delay_blocks_a_precharge():
+    rig = Rig(mode=RequestMode.DRIVE)
+    rig.flags["fatal_fault_active"] = True
+    out = rig.run_for(1.0)
+    assert out.state is BmsState.STANDBY and out.emergency_shutoff
+    assert not any(o.close_minus for _, o in rig.log)
+    rig.flags["fatal_fault_active"] = False
+    rig.until_state(BmsState.DRIVE, 3.0)
+
+
 def test_fatal_fault_in_standby_goes_to_error():
     rig = Rig()
     rig.run_for(0.1)
@@ -472,7 +493,9 @@ def test_error_is_left_only_on_standby_with_no_fatal_fault():
     rig.until_state(BmsState.ERROR, 0.2)
     rig.mode = RequestMode.STANDBY
     assert rig.run_for(1.0).state is BmsState.ERROR  # fault still active
-    rig.flags.update(fatal_fault_active=False, open_requested=False)
+    rig.flags["open_requested"] = False
+    assert rig.run_for(1.0).state is BmsState.ERROR  # contactors open, fault still active
+    rig.flags["fatal_fault_active"] = False
     rig.mode = RequestMode.DRIVE
     assert rig.run_for(1.0).state is BmsState.ERROR  # fault gone, but no Standby request
     rig.mode = RequestMode.STANDBY

@@ -328,10 +328,12 @@ class ContactorMonitor:
 
     @property
     def any_welded(self) -> bool:
+        """Some contactor is welded (by its feedback or by current flowing while all open)."""
         return self.welded_unknown or any(self.welded)
 
     @property
     def any_stuck(self) -> bool:
+        """Some contactor commanded closed has not reported closed within the timeout."""
         return any(self.stuck_open)
 
     def update(
@@ -485,8 +487,8 @@ class StateMachine:
         dt_s = 0.0 if self._last_now_s is None else inp.now_s - self._last_now_s
         self._last_now_s = inp.now_s
         self._supervise(inp, dt_s)
-        if self._state_wants_clear_seen():
-            self._clear_seen_in_error = True
+        if self.state is BmsState.ERROR and self._clear_pending:
+            self._clear_seen_in_error = True  # for error_exit.needs_clear_faults
         previous = self.state
         spec = _TABLE[self.state]
         spec.during(self, inp)
@@ -540,9 +542,6 @@ class StateMachine:
                     # A closed contactor that dropped out: fatal, held until ERROR is left.
                     self._latched.add(FaultCode.CONTACTOR_STUCK_OPEN)
             self._events.append(event)
-
-    def _state_wants_clear_seen(self) -> bool:
-        return self.state is BmsState.ERROR and self._clear_pending
 
     def _enter(self, row: _Transition, inp: SmInputs) -> None:
         if row.action is not None:

@@ -55,6 +55,7 @@ class EstimationParams:
     usable_soc_min: float
     usable_soc_max: float
     sigma_widening: float
+    confident_sigma: float
 
 
 def load_estimation_params(name_or_path: str | Path = "estimation") -> EstimationParams:
@@ -97,6 +98,7 @@ def load_estimation_params(name_or_path: str | Path = "estimation") -> Estimatio
         usable_soc_min=rep.number("usable_soc_min", min=0, max=0.5),
         usable_soc_max=rep.number("usable_soc_max", min=0.5, max=1.0),
         sigma_widening=rep.number("sigma_widening", min=1.0, max=10.0),
+        confident_sigma=rep.number("confident_sigma", above=0, max=1.0),
     )
     if params.rest_max_time_s < params.rest_min_time_s:
         raise r.error("max_time_s", "must not be below min_time_s")
@@ -460,6 +462,7 @@ class PackSoc:
     soe_kwh: float  # energy stored above the usable floor, summed over cells
     soe_pct: float  # soe_kwh over the energy of the full usable window, in percent
     time_since_rest_s: float
+    confident: bool  # every cell's reported sigma within report.confident_sigma
 
 
 def _energy_curve(cell: CellParams, temp_c: float) -> tuple[np.ndarray, np.ndarray]:
@@ -513,6 +516,7 @@ def pack_soc(
         soe_kwh=soe_wh / 1000.0,
         soe_pct=100.0 * soe_wh / (window_wh * soc.size),
         time_since_rest_s=state.time_since_rest_s,
+        confident=bool(np.all(sigma <= params.confident_sigma)),
     )
 
 

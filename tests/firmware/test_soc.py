@@ -118,10 +118,10 @@ def lfp_like(cell: CellParams) -> CellParams:
 def test_bms_rate_filter_meets_accuracy_from_wrong_start(
     cell, params, start_error, temp_c, rms_max, abs_max
 ):
-    """Three cells, 100 ms task, 30 min drive, wrong start: accuracy after 10 min."""
+    """Three cells, 100 ms task, 25 min drive, wrong start: accuracy after 10 min."""
     rng = np.random.default_rng(7)
     dt_s = 0.1
-    current = np.repeat(drive_profile(rng, 1800.0, 1.0), 10)  # 1 s segments, 10 samples each
+    current = np.repeat(drive_profile(rng, 1500.0, 1.0), 10)  # 1 s segments, 10 samples each
     soc0 = np.array([0.75, 0.70, 0.78])
     soc_true, volt_true = simulate(cell, soc0, current, dt_s, temp_c)
     cur_meas, volt_meas = measured(rng, current, volt_true)
@@ -302,8 +302,8 @@ def test_trace_without_initial_soc_starts_from_rest_ocv(cell):
 
 
 def test_ten_hour_trace_runs_in_seconds(cell):
-    """A 10 h 1 Hz trace in a few seconds (issue acceptance), timed on 3 h and extrapolated."""
-    n = 3 * 3600
+    """A 10 h 1 Hz trace in a few seconds (issue acceptance), timed on 1.5 h, extrapolated."""
+    n = 3600 + 1800
     rng = np.random.default_rng(1)
     time_s = np.arange(n, dtype=float)
     current = np.repeat(drive_profile(rng, n, 1.0), 1)[:n] * 0.2
@@ -320,12 +320,12 @@ def test_model_corrects_residual_diffusion_after_short_rest(cell):
     """DOMAIN.md section 10 (4): 10 min after 30 min at 1C about 11 mV of diffusion overpotential
     remain (1-3 % SOC by table lookup); the filter carries v2 and is not fooled."""
     rng = np.random.default_rng(3)
-    dt_s = 0.1
-    current = np.concatenate((np.full(18000, 90.0), np.zeros(6000)))
+    dt_s = 1.0  # the truth steps are exact for a constant current, so 1 s loses nothing
+    current = np.concatenate((np.full(1800, 90.0), np.zeros(600)))
     soc_true, volt_true = simulate(cell, np.array([0.75]), current, dt_s, 25.0)
-    idx = np.arange(9, current.size, 10)  # 1 Hz
-    cur_meas, volt_meas = measured(rng, current[idx], volt_true[idx, 0])
-    soc, _ = estimate_trace(cell, dt_s * (idx + 1), cur_meas, volt_meas, 25.0, initial_soc=0.75)
+    cur_meas, volt_meas = measured(rng, current, volt_true[:, 0])
+    time_s = dt_s * np.arange(1, current.size + 1)
+    soc, _ = estimate_trace(cell, time_s, cur_meas, volt_meas, 25.0, initial_soc=0.75)
     lookup = float(ecm.soc_from_ocv(np.array([volt_true[-1, 0]]), 25.0, cell.ocv)[0])
     lookup_error = abs(lookup - soc_true[-1, 0])
     filter_error = abs(soc[-1] - soc_true[-1, 0])

@@ -343,10 +343,9 @@ class Pack:
             heat,
             nb.reshape(temp.shape),
             self._g_nb,
-            self._g_fixed,
             self._drive_w,
             self._t_decay,
-            self._g_total,
+            self._t_gain,
         )
 
         self.time_s += dt_s
@@ -418,7 +417,7 @@ class Pack:
         self._b = (self._g + self._leak_s).sum(axis=1) + self._bleed_s
         self._r_pack = float((1.0 / self._b).sum())
         self._k_soc = dt_s * self._ah_to_soc
-        self._t_decay = np.exp(-dt_s * self._g_total / self._heat_capacity)
+        self._t_decay, self._t_gain = thermal.step_factors(dt_s, self._g_total, self._heat_capacity)
         self._dt_cached = dt_s
 
     def _elastic_pressure_mpa(self) -> np.ndarray:

@@ -49,26 +49,39 @@ def reversible_heat_w(
     return -current_a * (temp_c + KELVIN) * dudt_v_per_k
 
 
+def step_factors(
+    dt_s: float, g_total_w_per_k: np.ndarray, heat_capacity_j_per_k: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact one-step factors for ``C dT/dt = P - G T``: ``T' = decay T + gain P``.
+
+    ``decay = exp(-dt G / C)`` and ``gain = (1 - decay) / G``, which tends to ``dt / C`` for an
+    adiabatic node (G = 0).
+    """
+    decay = np.exp(-dt_s * g_total_w_per_k / heat_capacity_j_per_k)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gain = np.where(
+            g_total_w_per_k > 0.0, (1.0 - decay) / g_total_w_per_k, dt_s / heat_capacity_j_per_k
+        )
+    return decay, gain
+
+
 def thermal_step(
     temp_c: np.ndarray,
     heat_w: np.ndarray,
     neighbour_sum_c: np.ndarray,
     g_neighbour_w_per_k: float,
-    g_fixed_w_per_k: np.ndarray,
     fixed_drive_w: np.ndarray,
     decay: np.ndarray,
-    g_total_w_per_k: np.ndarray,
+    gain: np.ndarray,
 ) -> np.ndarray:
     """Advance cell temperatures by one step, in place.
 
-    ``g_fixed`` is the conductance to the boundary (coolant + ambient), ``fixed_drive`` is
-    ``G_coolant T_coolant + G_ambient T_ambient``, ``g_total = g_fixed + G_n * n_neighbours``
-    and ``decay = exp(-dt g_total / C)``. Each node relaxes towards its instantaneous equilibrium.
+    ``fixed_drive`` is ``G_coolant T_coolant + G_ambient T_ambient``; ``decay`` and ``gain`` come
+    from :func:`step_factors` with ``G = G_coolant + G_ambient + G_n * n_neighbours``. Each node
+    relaxes exactly towards its equilibrium with its neighbours held over the step.
     """
-    t_eq = (heat_w + fixed_drive_w + g_neighbour_w_per_k * neighbour_sum_c) / g_total_w_per_k
-    temp_c -= t_eq
     temp_c *= decay
-    temp_c += t_eq
+    temp_c += (heat_w + fixed_drive_w + g_neighbour_w_per_k * neighbour_sum_c) * gain
     return temp_c
 
 

@@ -1,7 +1,8 @@
 """Per-cell SOC estimation: extended Kalman filter on the second-order ECM, vectorised over cells.
 
-State per cell is ``[soc, v1, v2]`` (SOC as a fraction 0..1, RC voltages in V); the covariance is
-an ``(n, 3, 3)`` array, so one predict/update costs the same few numpy calls for 1 or 192 cells.
+State per cell is ``[soc, v1, v2, offset]`` (SOC as a fraction 0..1, RC voltages in V, current-
+sensor offset in A); the covariance is an ``(n, 4, 4)`` array, so one predict/update costs the same
+few numpy calls for 1 or 192 cells.
 The same :class:`SocFilter` runs inside the BMS node (100 ms task) and offline over a recorded
 trace (:func:`estimate_trace`). Positive current discharges. Parameters:
 ``bms/data/firmware/estimation.yaml``.
@@ -29,9 +30,10 @@ class EstimationParams:
 
     current_noise_a: float
     current_offset_a: float
-    offset_horizon_s: float
+    offset_drift_a_per_sqrt_s: float
     voltage_noise_v: float
     model_error_v: float
+    resistance_rel_sigma: float
     rc_noise_v_per_sqrt_s: float
     soc_noise_per_sqrt_s: float
     max_ocv_slope_v: float  # per unit SOC
@@ -72,9 +74,10 @@ def load_estimation_params(name_or_path: str | Path = "estimation") -> Estimatio
     params = EstimationParams(
         current_noise_a=s.number("current_noise_a", above=0, max=1e3),
         current_offset_a=s.number("current_offset_a", min=0, max=1e3),
-        offset_horizon_s=s.number("offset_horizon_s", above=0, max=1e6),
+        offset_drift_a_per_sqrt_s=s.number("offset_drift_a_per_sqrt_s", min=0, max=10),
         voltage_noise_v=s.number("voltage_noise_v", above=0, max=1.0),
         model_error_v=s.number("model_error_v", min=0, max=1.0),
+        resistance_rel_sigma=s.number("resistance_rel_sigma", min=0, max=2.0),
         rc_noise_v_per_sqrt_s=p.number("rc_noise_v_per_sqrt_s", min=0, max=1.0),
         soc_noise_per_sqrt_s=p.number("soc_noise_per_sqrt_s", min=0, max=1.0),
         max_ocv_slope_v=st.number("max_ocv_slope_mv_per_pct", above=0, max=1e4) * 0.1,
@@ -114,7 +117,8 @@ class SocState:
     soc: np.ndarray  # (n,) fraction 0..1
     v1_v: np.ndarray  # (n,) fast RC voltage
     v2_v: np.ndarray  # (n,) slow RC voltage
-    cov: np.ndarray  # (n, 3, 3) covariance of [soc, v1, v2]
+    offset_a: np.ndarray  # (n,) estimated current-sensor offset (measured = true + offset)
+    cov: np.ndarray  # (n, 4, 4) covariance of [soc, v1, v2, offset]
     time_s: float | None = None  # time of the last accepted sample
     rest_time_s: float = 0.0  # time spent with |I| below the rest threshold
     rest_corrected: bool = False  # the OCV update of the current rest has been applied
@@ -166,9 +170,9 @@ class SocFilter:
         n = state.soc.size
         self._last_slope = np.ones(n)  # linearised OCV slope of the last update
         # Work buffers reused every step (the hot loop allocates as little as it can).
-        self._h = np.full((n, 3), -1.0)  # measurement Jacobian [dOCV/dsoc, -1, -1]
-        self._f = np.ones((n, 3))  # diagonal of the state transition [1, a1, a2]
-        self._b = np.empty((n, 3))  # input vector of the current [-dsoc/dI, b1, b2]
+        self._h = np.full((n, 4), -1.0)  # measurement Jacobian [dOCV/dsoc, -1, -1, R0]
+        self._f = np.broadcast_to(np.eye(4), (n, 4, 4)).copy()  # state transition
+        self._b = np.zeros((n, 4))  # input vector of the current [-dsoc/dI, b1, b2, 0]
 
     # -- construction -----------------------------------------------------------------------
     @classmethod
@@ -290,11 +294,10 @@ class SocFilter:
         if dt_s > 0.0:
             self._predict(dt_s, current, current_ok, r1, r2)
         self._update(volt, volt_ok, current, temp, r0, p.voltage_noise_v**2 + p.model_error_v**2)
-        # The filter treats offset and model error as white, but they are biases of the
-        # voltage model: a bias of (offset * R_dc + model error) reads as bias / slope in SOC.
-        bias_v = p.current_offset_a * (r0 + r1 + r2) + p.model_error_v
-        st.bias_sigma = bias_v / self._last_slope
-        self._rest(dt_s, current, current_ok, volt, volt_ok, temp, r0, r2)
+        # Model error is treated as white noise but acts as a bias of the voltage model: it
+        # reads as model error / slope in SOC, which the reported bound adds.
+        st.bias_sigma = p.model_error_v / self._last_slope
+        self._rest(dt_s, current - st.offset_a, current_ok, volt, volt_ok, temp, r0, r2)
 
     def _predict(
         self,
@@ -307,38 +310,40 @@ class SocFilter:
         st, p = self.state, self.params
         a1 = ecm.rc_decay(dt_s, r1, self._c1_f)
         a2 = ecm.rc_decay(dt_s, r2, self._c2_f)
+        true_i = current - st.offset_a
         # Coulombic efficiency: only part of the charge put in is stored (positive I discharges).
-        eta = np.where(current < 0.0, self.cell.coulombic_efficiency, 1.0)
+        eta = np.where(true_i < 0.0, self.cell.coulombic_efficiency, 1.0)
         g_soc = eta * dt_s / self._capacity_as
-        st.soc -= g_soc * current
+        st.soc -= g_soc * true_i
         np.maximum(st.soc, p.soc_min, out=st.soc)
         np.minimum(st.soc, p.soc_max, out=st.soc)
         b1 = r1 * (1.0 - a1)
         b2 = r2 * (1.0 - a2)
         st.v1_v *= a1
-        st.v1_v += b1 * current
+        st.v1_v += b1 * true_i
         st.v2_v *= a2
-        st.v2_v += b2 * current
+        st.v2_v += b2 * true_i
 
+        # Transition: soc, v1, v2 decay/hold and each responds to the offset (-input vector).
         f = self._f
-        f[:, 1] = a1
-        f[:, 2] = a2
-        st.cov *= f[:, :, None] * f[:, None, :]
-        # Current noise enters all three states through one input vector (correlated).
+        f[:, 1, 1] = a1
+        f[:, 2, 2] = a2
+        f[:, 0, 3] = g_soc
+        f[:, 1, 3] = -b1
+        f[:, 2, 3] = -b2
+        st.cov[:] = f @ st.cov @ np.swapaxes(f, 1, 2)
+        # Current noise enters soc, v1 and v2 through one input vector (correlated).
         b = self._b
         b[:, 0] = -g_soc
         b[:, 1] = b1
         b[:, 2] = b2
         sigma_i = np.where(current_ok, p.current_noise_a, p.missing_current_sigma_a)
         st.cov += (sigma_i**2)[:, None, None] * (b[:, :, None] * b[:, None, :])
-        # Offset: a bias that integrates; modelled as a random walk reaching
-        # offset * horizon / capacity after one horizon.
-        q_soc = (p.current_offset_a / self._capacity_as) ** 2 * p.offset_horizon_s * dt_s
-        q_soc += p.soc_noise_per_sqrt_s**2 * dt_s
-        st.cov[:, 0, 0] += q_soc
+        st.cov[:, 0, 0] += p.soc_noise_per_sqrt_s**2 * dt_s
         q_rc = p.rc_noise_v_per_sqrt_s**2 * dt_s
         st.cov[:, 1, 1] += q_rc
         st.cov[:, 2, 2] += q_rc
+        st.cov[:, 3, 3] += p.offset_drift_a_per_sqrt_s**2 * dt_s
 
     def _update(
         self,
@@ -349,7 +354,7 @@ class SocFilter:
         r0: np.ndarray,
         noise_var_v2: float,
     ) -> None:
-        """Scalar-per-cell measurement update with y = OCV(soc) - v1 - v2 - R0 I."""
+        """Scalar-per-cell measurement update with y = OCV(soc) - v1 - v2 - R0 (I - offset)."""
         st, p = self.state, self.params
         table = self.cell.ocv
         soc_lin = np.minimum(np.maximum(st.soc, 0.0), 1.0)
@@ -371,13 +376,19 @@ class SocFilter:
         )
         slope = np.minimum(slope_true, p.max_ocv_slope_v)
         self._last_slope = np.maximum(slope, 1e-6)
-        predicted_v = ocv_mid - st.v1_v - st.v2_v - r0 * current
+        true_i = current - st.offset_a
+        predicted_v = ocv_mid - st.v1_v - st.v2_v - r0 * true_i
         h = self._h
         h[:, 0] = slope
+        h[:, 3] = r0
         ph = np.einsum("nij,nj->ni", st.cov, h)
-        # Noise: sensor + model, current noise through R0, linearisation miss, capped slope.
+        # Noise: sensor + model, current noise through R0, linearisation miss, capped slope, and
+        # the resistance uncertainty times the modelled polarisation: under heavy current the
+        # voltage says little about SOC and the filter leans on coulomb counting.
+        polarisation_v = np.abs(r0 * true_i) + np.abs(st.v1_v) + np.abs(st.v2_v)
         r_var = (
             noise_var_v2
+            + (p.resistance_rel_sigma * polarisation_v) ** 2
             + (r0 * p.current_noise_a) ** 2
             + miss_v**2
             + (slope_true - slope) ** 2 * st.cov[:, 0, 0]
@@ -388,6 +399,7 @@ class SocFilter:
         st.soc += gain[:, 0] * innovation
         st.v1_v += gain[:, 1] * innovation
         st.v2_v += gain[:, 2] * innovation
+        st.offset_a += gain[:, 3] * innovation
         np.maximum(st.soc, p.soc_min, out=st.soc)
         np.minimum(st.soc, p.soc_max, out=st.soc)
         st.cov -= (gain[:, :, None] * gain[:, None, :]) * s[:, None, None]
@@ -431,14 +443,16 @@ class SocFilter:
 
 def _initial_state(soc: np.ndarray, sigma: np.ndarray, params: EstimationParams) -> SocState:
     n = soc.size
-    cov = np.zeros((n, 3, 3))
+    cov = np.zeros((n, 4, 4))
     cov[:, 0, 0] = sigma**2
     cov[:, 1, 1] = params.init_rc_sigma_v**2
     cov[:, 2, 2] = params.init_rc_sigma_v**2
+    cov[:, 3, 3] = params.current_offset_a**2
     return SocState(
         soc=soc.astype(float).copy(),
         v1_v=np.zeros(n),
         v2_v=np.zeros(n),
+        offset_a=np.zeros(n),
         cov=cov,
         innovation_v=np.zeros(n),
         nis=np.full(n, np.nan),

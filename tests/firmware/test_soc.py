@@ -138,13 +138,16 @@ def test_bms_rate_filter_meets_accuracy_from_wrong_start(
     cover = float(np.mean(np.abs(est - soc_true)[late] <= sig[late]))
     print(
         f"\nBMS 100 ms, start {start_error:+.0%}, {temp_c} degC: RMS {rms:.3%}, max {worst:.3%}, "
-        f"1-sigma coverage {cover:.1%}, mean sigma {np.mean(sig[late]):.3%}"
+        f"1-sigma coverage {cover:.1%}, mean sigma {np.mean(sig[late]):.3%}, "
+        f"offset {filt.state.offset_a} A (true {OFFSET_A} A)"
     )
     assert rms <= rms_max
     assert worst <= abs_max
     # The 1-sigma bound covers the true error most of the time (Gaussian: 68 %).
     assert cover >= 0.6
     assert np.mean(sig[late]) < 2 * abs_max  # ... and is still informative
+    # The offset state learns the sensor offset (started at 0, true +1.5 A).
+    assert 0.5 < np.mean(filt.state.offset_a) < 2.5
 
 
 def test_offline_trace_30pct_wrong_start_irregular_sampling(cell):

@@ -501,6 +501,21 @@ class Pack:
         self.h2s_ppm = self.h2s_ppm * decay + source * gas.ventilation_tau_s * (1.0 - decay)
 
     # ------------------------------------------------------------------ sensors
+    def measure_fast(self) -> tuple[float, float, float]:
+        """Read only the fast channels (10 ms class): pack current, pack and DC-link voltage."""
+        s = self.sensors
+        return (
+            float(s["current"].read(np.array([self.current_a]))[0]),
+            float(s["pack_voltage"].read(np.array([self.pack_voltage_v]))[0]),
+            float(s["link_voltage"].read(np.array([self.hv.link_voltage_v]))[0]),
+        )
+
+    @property
+    def contactors_closed(self) -> tuple[bool, bool, bool]:
+        """True positions (auxiliary contacts) of main plus, main minus and precharge relay."""
+        c = self.hv.contactors
+        return (c["plus"].closed, c["minus"].closed, c["precharge"].closed)
+
     def measure(self) -> Measurements:
         """Read every sensor once, as the cell-monitoring and sensor chips would report."""
         elapsed = self.time_s - self._last_measure_s
@@ -521,9 +536,9 @@ class Pack:
             cell_voltage_v=s["cell_voltage"].read(v_seen),
             cell_temp_c=s["cell_temperature"].read(self.temp_c.ravel()[self.temp_sensor_cell]),
             pressure_mpa=s["pressure"].read(self._pressure_seen),
-            current_a=float(s["current"].read(np.array([self.current_a]))[0]),
-            pack_voltage_v=float(s["pack_voltage"].read(np.array([self.pack_voltage_v]))[0]),
-            link_voltage_v=float(s["link_voltage"].read(np.array([self.hv.link_voltage_v]))[0]),
+            current_a=current_a,
+            pack_voltage_v=pack_v,
+            link_voltage_v=link_v,
             h2s_ppm=float(s["h2s"].read(np.array([self.h2s_ppm]))[0]),
-            contactors_closed=(c["plus"].closed, c["minus"].closed, c["precharge"].closed),
+            contactors_closed=self.contactors_closed,
         )

@@ -18,6 +18,7 @@ import numpy as np
 
 from bms.config import Section, load_yaml
 from bms.data import resolve
+from bms.firmware.codes import BmsState
 
 SECONDS_PER_HOUR = 3600.0
 MAX_PLAUSIBLE_CELL_V = 10.0  # anything above is a millivolt value passed by mistake
@@ -29,6 +30,8 @@ class BalancingParams:
     """Thresholds, bleed hardware and board thermal model (limits.yaml, ``balancing:``)."""
 
     mode: str  # "voltage" or "soc"
+    allowed_states: frozenset[BmsState]
+    min_rest_s: float
     threshold_v: float
     hysteresis_v: float
     threshold_soc: float  # fraction
@@ -51,6 +54,8 @@ def load_balancing_params(name_or_path: str | Path = "limits") -> BalancingParam
     b = root.section("balancing")
     params = BalancingParams(
         mode=b.string("mode", choices=("voltage", "soc")),
+        allowed_states=_states(b, "allowed_states"),
+        min_rest_s=b.number("min_rest_s", min=0, max=1e6),
         threshold_v=b.number("threshold_mv", above=0, max=1000) / 1000.0,
         hysteresis_v=b.number("hysteresis_mv", min=0, max=1000) / 1000.0,
         threshold_soc=b.number("threshold_soc_pct", above=0, max=100) / 100.0,
@@ -71,6 +76,23 @@ def load_balancing_params(name_or_path: str | Path = "limits") -> BalancingParam
     b.done()
     root.done()
     return params
+
+
+def _states(sec: Section, key: str) -> frozenset[BmsState]:
+    names = sec.items(key)
+    known = {s.name: s for s in BmsState}
+    for index, name in enumerate(names):
+        if name not in known:
+            raise sec.error(key, f"item {index}: expected one of {', '.join(known)}, got {name!r}")
+    return frozenset(known[name] for name in names)
+
+
+def balancing_allowed(bms_state: BmsState, rest_time_s: float, params: BalancingParams) -> bool:
+    """Balancing permission: an allowed BMS state and, in voltage mode, a long enough rest
+    (a voltage under load carries IR drop and polarisation, not SOC)."""
+    if bms_state not in params.allowed_states:
+        return False
+    return params.mode == "soc" or rest_time_s >= params.min_rest_s
 
 
 @dataclass

@@ -129,8 +129,8 @@ class SocState:
 
     @property
     def soc_sigma(self) -> np.ndarray:
-        """Reported 1-sigma SOC bound per cell (fraction): filter covariance widened by the bias
-        that current offset and model mismatch put on the voltage model (DOMAIN.md section 10)."""
+        """Reported 1-sigma SOC bound per cell (fraction): the filter covariance widened by the
+        bias that model mismatch puts on the voltage model (DOMAIN.md section 10)."""
         return np.sqrt(np.maximum(self.cov[:, 0, 0], 0.0) + self.bias_sigma**2)
 
 
@@ -263,6 +263,7 @@ class SocFilter:
         """Advance to ``time_s`` with the current held over the interval, then fuse the voltages.
 
         The current sample is the one measured with the voltages (held since the last step);
+        ``current_a`` is the raw sensor value (the filter estimates and removes its offset).
         NaN voltages skip that cell's update, a NaN current skips all voltage updates and widens
         the SOC sigma, NaN temperature/pressure use the substitutes of estimation.yaml. A time
         that does not advance is ignored (duplicate or out-of-order sample).

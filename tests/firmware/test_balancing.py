@@ -16,10 +16,12 @@ import pytest
 from bms.errors import InputError
 from bms.firmware.balancing import (
     BalancingState,
+    balancing_allowed,
     balancing_step,
     bleed_current_a,
     load_balancing_params,
 )
+from bms.firmware.codes import BmsState
 
 LIMITS_YAML = Path(__file__).parents[2] / "bms" / "data" / "firmware" / "limits.yaml"
 
@@ -158,4 +160,20 @@ def test_bad_parameters_are_located_input_errors(tmp_path):
         load_balancing_params(bad)
     bad.write_text(LIMITS_YAML.read_text().replace("mode: voltage", "mode: history"))
     with pytest.raises(InputError, match="balancing.mode: expected one of"):
+        load_balancing_params(bad)
+
+
+def test_permission_by_state_and_rest(params):
+    assert balancing_allowed(BmsState.STANDBY, 600.0, params)
+    assert not balancing_allowed(BmsState.STANDBY, 599.0, params)  # voltage mode needs rest
+    assert balancing_allowed(BmsState.CHARGE, 600.0, params)
+    for state in (BmsState.DRIVE, BmsState.ERROR, BmsState.PRECHARGE, BmsState.INIT):
+        assert not balancing_allowed(state, 1e6, params)
+    assert balancing_allowed(BmsState.CHARGE, 0.0, replace(params, mode="soc"))
+
+
+def test_unknown_state_name_is_located(tmp_path):
+    bad = tmp_path / "limits.yaml"
+    bad.write_text(LIMITS_YAML.read_text().replace("[STANDBY, CHARGE]", "[STANDBY, SLEEP]"))
+    with pytest.raises(InputError, match=r"balancing\.allowed_states: item 1: expected one of"):
         load_balancing_params(bad)

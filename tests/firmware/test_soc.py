@@ -343,3 +343,21 @@ def test_bad_estimation_file_is_located_input_error(tmp_path):
     bad.write_text(shipped.read_text().replace("voltage_noise_v: 0.001", "voltage_noise_v: -1"))
     with pytest.raises(InputError, match=r"estimation\.yaml:\d+: sensors\.voltage_noise_v"):
         load_estimation_params(bad)
+
+
+def test_steep_end_discharge_stays_bounded(cell):
+    """0.5C from 40 % into the 510 mV/% tail (0.6 % SOC), then rest: no divergence, error small."""
+    rng = np.random.default_rng(2)
+    current = np.concatenate((np.full(2835, 45.0), np.zeros(600)))
+    soc_true, volt_true = simulate(cell, np.array([0.40]), current, 1.0, 25.0)
+    cur_meas, volt_meas = measured(rng, current, volt_true[:, 0])
+    time_s = np.arange(1.0, current.size + 1)
+    soc, sigma = estimate_trace(cell, time_s, cur_meas, volt_meas, 25.0, initial_soc=0.55)
+    err = soc - soc_true[:, 0]
+    print(
+        f"\nsteep end: true end SOC {soc_true[-1, 0]:.2%}, max error after 10 min "
+        f"{np.max(np.abs(err[600:])):.3%}, end error {err[-1]:.3%}"
+    )
+    assert soc_true[-1, 0] < 0.01  # the test really reaches the cliff
+    assert np.all(np.isfinite(soc)) and np.all(sigma > 0)
+    assert np.max(np.abs(err[600:])) < 0.01

@@ -89,6 +89,15 @@ class HvCircuit:
         """Isolated DC link bleeds down through its discharge resistor."""
         self.link_voltage_v *= math.exp(-dt_s / (self.discharge_ohm * self.capacitance_f))
 
-    def inrush_current_a(self, terminal_v: float, dt_s: float) -> float:
-        """Charge pulled into the link when mains close onto a voltage step, as a mean current."""
-        return self.capacitance_f * (terminal_v - self.link_voltage_v) / dt_s
+    def follow_terminal(self, open_v: float, r_pack_ohm: float, dt_s: float) -> float:
+        """Mains closed: the link follows the pack terminal; returns the capacitor's mean current.
+
+        ``open_v`` is the terminal voltage without the capacitor's current. Solved implicitly
+        (``V' = open_v - R C (V' - V) / dt``), so closing onto an empty link draws exactly the
+        charge ``C dV`` and the link settles with the pack's own time constant.
+        """
+        k = r_pack_ohm * self.capacitance_f / dt_s
+        v_new = (open_v + k * self.link_voltage_v) / (1.0 + k)
+        current = self.capacitance_f * (v_new - self.link_voltage_v) / dt_s
+        self.link_voltage_v = v_new
+        return current

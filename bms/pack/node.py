@@ -322,16 +322,19 @@ class PackNode(Node):
         self._bal_cmd = np.zeros(n_groups * self._bal_slots, dtype=bool)
         self._bal_last_ok_s = np.full(n_groups, self._start_s)
         self._bal_lost = np.zeros(n_groups, dtype=bool)
+        self._bal_deadline_s = self._start_s + self.params.balancing_cmd_timeout_s
         self._contactor_last_ok_s = self._start_s
         self._contactor_lost = False
 
     # -- public API -----------------------------------------------------------------------------
     def step(self, now_s: float, catch_up: bool = True) -> None:
-        """Receive commands, supervise their timeouts, then send every due frame (base tick)."""
+        """Receive commands, send every due frame, then supervise the command timeouts.
+
+        Driver reactions act on the pack from its next ``step``, like commands received now.
+        """
         self._now_s = now_s
-        self._receive_pending()
+        super().step(now_s, catch_up)
         self._supervise(now_s)
-        super().step(now_s, catch_up)  # nothing left to receive: timeouts, then due frames
 
     def report(self) -> dict[str, Any]:
         """The base report plus driver reactions counted by kind."""
@@ -367,7 +370,15 @@ class PackNode(Node):
         if self._bal_lost[g]:
             self._bal_lost[g] = False
             self.driver_events.append(DriverEvent(now_s, DriverEventKind.BALANCING_CMD_RESTORED, g))
+        self._update_bal_deadline()
         self._apply_balancing()
+
+    def _update_bal_deadline(self) -> None:
+        """Earliest time a supervised BalGroup can time out (a scalar check per tick)."""
+        alive = self._bal_last_ok_s[~self._bal_lost]
+        self._bal_deadline_s = (
+            float(alive.min()) + self.params.balancing_cmd_timeout_s if alive.size else math.inf
+        )
 
     def _apply_balancing(self) -> None:
         wanted = self._bal_cmd[: self.pack.n_series]
@@ -386,8 +397,10 @@ class PackNode(Node):
             self._contactor_lost = True
             self.pack.command_contactors(False, False, False)
             self.driver_events.append(DriverEvent(now_s, DriverEventKind.CONTACTOR_CMD_LOST))
-        expired = (now_s - self._bal_last_ok_s > p.balancing_cmd_timeout_s + 1e-9) & ~self._bal_lost
-        if expired.any():
+        if now_s > self._bal_deadline_s + 1e-9:
+            expired = (
+                now_s - self._bal_last_ok_s > p.balancing_cmd_timeout_s + 1e-9
+            ) & ~self._bal_lost
             slots = self._bal_slots
             for g in np.flatnonzero(expired):  # at most a few BalGroups, not cells
                 self._bal_lost[g] = True
@@ -395,6 +408,7 @@ class PackNode(Node):
                 self.driver_events.append(
                     DriverEvent(now_s, DriverEventKind.BALANCING_CMD_LOST, int(g))
                 )
+            self._update_bal_deadline()
             self._apply_balancing()
 
     # -- transmit side --------------------------------------------------------------------------
@@ -412,7 +426,7 @@ class PackNode(Node):
         words = np.frombuffer(b"".join(payloads), dtype="<u8").copy()
         for field_name, raw in out.raw.items():
             words |= raw << out.shift[field_name]
-        buf = words.astype("<u8").tobytes()
+        buf = words.tobytes()
         sender = self.senders[name]
         put = self._put
         for start in range(0, len(buf), 8):

@@ -239,8 +239,8 @@ class ThermalRunaway(PackFault):
     An internal short ramps from ``r_start_ohm`` to ``r_end_ohm`` over ``ramp_s`` (and an optional
     heater adds ``heater_w``); at the end of the ramp the cell goes into runaway (as it does above
     its trigger temperature, or when it self-heats past it from the onset): it releases its
-    energy, its voltage collapses, its neighbours heat up and it vents gas. Removing the trigger stops the short and heater; a runaway already under way
-    cannot be undone.
+    energy, its voltage collapses, its neighbours heat up and it vents gas. Removing the trigger
+    stops the short and heater; a runaway already under way cannot be undone.
     """
 
     cell: int

@@ -553,9 +553,14 @@ class Bms:
             volt,
             fault_active=fatal,
         )
-        reported = self.ramp.step(
-            target, dt_s, self.limit_params, self.cell.capacity_ah, fault_active=fatal
-        )
+        if self.soc_filter is None:
+            # Before the first SOC the limits are 0, but the ramp is not primed with that zero:
+            # its first real target is adopted directly (wake-up), not ramped up at 0.05C/s.
+            reported = replace(target, charge_a=0.0, discharge_a=0.0)
+        else:
+            reported = self.ramp.step(
+                target, dt_s, self.limit_params, self.cell.capacity_ah, fault_active=fatal
+            )
         self.limits = reported
         out = self.out
         out.charge_limit_a = reported.charge_a

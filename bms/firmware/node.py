@@ -1,0 +1,459 @@
+"""The BMS node: the firmware core (:class:`bms.firmware.bms.Bms`) on two CAN endpoints.
+
+Pack bus: receives the pack's measurement frames, sends BmsContactorCmd (10 ms) and
+BmsBalancingCmd (100 ms). Vehicle bus: receives VehicleRequest and ChargerStatus, sends BmsState
+(100 ms and at once on any change), limits, statistics, SOC/SOE, the active-fault list (one
+BmsFaults frame per active fault), BmsFaultFreeze (once per new WARNING/FATAL fault) and
+ChargerRequest. :meth:`BmsNode.step` runs per 10 ms tick: receive, tasks, send.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import can
+import numpy as np
+
+from bms.can.codec import DbcCodecs, MessageCodec
+from bms.can.dbc import load_dbc
+from bms.can.e2e import E2EConfig, E2EViolation
+from bms.can.node import FillValues, Node
+from bms.firmware.bms import Bms, BmsOutputs
+from bms.firmware.config import BmsConfig, load_bms_config
+
+PACK_TX = ("BmsContactorCmd", "BmsBalancingCmd")
+PACK_RX = (
+    "PackCurrent",
+    "PackVoltages",
+    "ContactorFeedback",
+    "CellVoltages",
+    "CellTemperatures",
+    "ModulePressures",
+    "PackGas",
+    "PackStatus",
+)
+VEHICLE_TX = (
+    "BmsState",
+    "BmsFaults",
+    "BmsFaultFreeze",
+    "BmsCellStats",
+    "BmsLimits",
+    "BmsVoltageLimits",
+    "BmsTempStats",
+    "BmsPressureStats",
+    "BmsPackValues",
+    "BmsSoc",
+    "BmsSoe",
+    "ChargerRequest",
+)
+VEHICLE_RX = ("VehicleRequest", "ChargerStatus")
+MINUTES_PER_S = 1.0 / 60.0
+
+
+def _num(x: float) -> float:
+    """A finite number for the encoder (unknown values go out as 0, the signals' floor)."""
+    return x if x == x and not math.isinf(x) else 0.0
+
+
+class _Endpoint(Node):
+    """One bus endpoint of the BMS; the hooks forward to the owning :class:`BmsNode`."""
+
+    def __init__(self, owner: BmsNode, bus: can.BusABC, codecs: DbcCodecs, **kwargs: Any):
+        super().__init__(bus, codecs, **kwargs)
+        self._owner = owner
+
+    def _fill(self, name: str, time_s: float) -> FillValues:
+        return self._owner._fill(name, time_s)
+
+    def _on_frame(self, name: str, values: list[float], time_s: float) -> None:
+        self._owner._on_frame(name, values, time_s)
+
+    def _on_violation(self, event: E2EViolation) -> None:
+        self._owner._on_violation(event)
+
+    def receive(self, now_s: float) -> None:
+        """The receive half of :meth:`Node.step`: pending frames, then receive timeouts."""
+        self._receive_pending()
+        for receiver in self.receivers.values():
+            if receiver.timeout_s is not None and not receiver.timed_out:
+                for event in receiver.poll(now_s):
+                    self._report(event)
+
+
+class _MuxIndex:
+    """Where the values of each group of a multiplexed message sit in the decoded list."""
+
+    def __init__(self, codec: MessageCodec) -> None:
+        mux = codec.mux
+        assert mux is not None
+        self.selector = mux.selector.index
+        self.slots = mux.slots
+        self.groups = {g: [s.index for s in mux.groups[g]] for g in mux.group_ids}
+
+
+class BmsNode:
+    """The BMS on a pack bus and a vehicle bus; owns the core and two :class:`Node` endpoints."""
+
+    def __init__(
+        self,
+        pack_bus: can.BusABC,
+        vehicle_bus: can.BusABC,
+        config: BmsConfig | str = "bms_pack_a_96s",
+        *,
+        bms: Bms | None = None,
+        start_s: float = 0.0,
+        phase_step_s: float = 0.001,
+        e2e_config: E2EConfig | None = None,
+        seed: int = 0,
+    ) -> None:
+        cfg = load_bms_config(config) if isinstance(config, str) else config
+        self.config = cfg
+        self.bms = bms if bms is not None else Bms(cfg)
+        self.pack = _Endpoint(
+            self,
+            pack_bus,
+            DbcCodecs(load_dbc("pack")),
+            tx=PACK_TX,
+            rx=PACK_RX,
+            e2e_config=e2e_config,
+            phase_step_s=phase_step_s,
+            start_s=start_s,
+            seed=seed,
+        )
+        self.vehicle = _Endpoint(
+            self,
+            vehicle_bus,
+            DbcCodecs(load_dbc("vehicle")),
+            tx=VEHICLE_TX,
+            rx=VEHICLE_RX,
+            e2e_config=e2e_config,
+            phase_step_s=phase_step_s,
+            start_s=start_s,
+            seed=seed + 1,
+        )
+        self._slow_every = round(cfg.slow_task_s / cfg.fast_task_s)
+        self._tick = 0
+        self._templates = {
+            name: ep.codecs[name].values_from({})
+            for ep, names in ((self.pack, PACK_TX), (self.vehicle, VEHICLE_TX))
+            for name in names
+        }
+        self._index = {
+            name: ep.codecs[name].index
+            for ep, names in (
+                (self.pack, PACK_TX + PACK_RX),
+                (self.vehicle, VEHICLE_TX + VEHICLE_RX),
+            )
+            for name in names
+        }
+        self._mux = {
+            name: _MuxIndex(self.pack.codecs[name])
+            for name in ("CellVoltages", "CellTemperatures", "ModulePressures")
+        }
+        n_bal = self.pack.codecs["BmsBalancingCmd"].mux.slots  # type: ignore[union-attr]
+        self._bal_groups = -(-cfg.series // n_bal)
+        self._bal_buf = np.zeros(self._bal_groups * n_bal)
+        self._last_state_key: tuple | None = None
+        self._extra_fault_frames: list[list[float]] = []
+        self.state_events_sent = 0
+        self.freeze_frames_sent = 0
+
+    # -- public API ---------------------------------------------------------------------------
+    def step(self, now_s: float) -> BmsOutputs:
+        """One 10 ms tick: receive both buses, run the tasks due, send due and event frames."""
+        self.pack.receive(now_s)
+        self.vehicle.receive(now_s)
+        bms = self.bms
+        out = bms.task_10ms(now_s)
+        if self._tick % self._slow_every == 0:
+            out = bms.task_100ms(now_s)
+        self._tick += 1
+        self.pack.step(now_s)  # nothing new to receive in-process: sends the due frames
+        self.vehicle.step(now_s)
+        for values in self._extra_fault_frames:  # BmsFaults slots 1.. (slot 0 was cyclic)
+            self.vehicle.send_event("BmsFaults", values, now_s)
+        self._extra_fault_frames.clear()
+        if self._state_key(out) != self._last_state_key:
+            self.vehicle.send_event("BmsState", self._fill_state(), now_s)  # at once on change
+            self.state_events_sent += 1
+        for rec in bms.pop_freeze_frames():
+            f = rec.freeze
+            self.vehicle.send_event(
+                "BmsFaultFreeze",
+                {
+                    "FaultCode": int(rec.code),
+                    "FaultTier": int(rec.tier),
+                    "FreezeCellVoltage_V": _num(f.get("cell_voltage_v", math.nan)),
+                    "FaultLocation": int(f.get("location", 0)),
+                    "FreezeCurrent_A": _num(f.get("current_a", math.nan)),
+                    "FreezeMaxTemp_C": _num(f.get("temp_max_c", math.nan)),
+                },
+                now_s,
+            )
+            self.freeze_frames_sent += 1
+        return out
+
+    def close(self) -> None:
+        """Shut both bus endpoints down."""
+        self.pack.close()
+        self.vehicle.close()
+
+    def __enter__(self) -> BmsNode:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def report(self) -> dict[str, Any]:
+        """Frame and violation counts of both endpoints (for the run report)."""
+        return {
+            "pack": self.pack.report(),
+            "vehicle": self.vehicle.report(),
+            "state_events_sent": self.state_events_sent,
+            "freeze_frames_sent": self.freeze_frames_sent,
+        }
+
+    # -- receive ----------------------------------------------------------------------------------
+    def _on_frame(self, name: str, values: list[float], time_s: float) -> None:
+        bms = self.bms
+        ix = self._index[name]
+        if name == "PackCurrent":
+            bms.on_current(time_s, values[ix["PackCurrent_A"]], values[ix["CurrentValid"]] > 0.5)
+        elif name == "PackVoltages":
+            bms.on_voltages(
+                time_s,
+                values[ix["PackVoltage_V"]],
+                values[ix["DcLinkVoltage_V"]],
+                values[ix["PackVoltageValid"]] > 0.5,
+                values[ix["DcLinkVoltageValid"]] > 0.5,
+            )
+        elif name == "ContactorFeedback":
+            bms.on_contactor_feedback(
+                time_s,
+                values[ix["MainPlusClosed"]] > 0.5,
+                values[ix["MainMinusClosed"]] > 0.5,
+                values[ix["PrechargeClosed"]] > 0.5,
+            )
+        elif name == "CellVoltages":
+            group, first, group_values = self._group(name, values)
+            if group_values is not None:
+                bms.on_cell_voltages(
+                    time_s,
+                    first,
+                    group_values,
+                    values[ix["AfeFault"]] > 0.5,
+                    int(values[ix["OpenWireMask"]]),
+                )
+        elif name == "CellTemperatures":
+            _, first, group_values = self._group(name, values)
+            if group_values is not None:
+                bms.on_temperatures(time_s, first, group_values, int(values[ix["TempInvalidMask"]]))
+        elif name == "ModulePressures":
+            _, first, group_values = self._group(name, values)
+            if group_values is not None:
+                bms.on_pressures(
+                    time_s, first, group_values, int(values[ix["PressureInvalidMask"]])
+                )
+        elif name == "PackGas":
+            bms.on_gas(time_s, values[ix["H2S_ppm"]], values[ix["H2SValid"]] > 0.5)
+        elif name == "PackStatus":
+            codec = self.pack.codecs[name]
+            bms.on_pack_status(time_s, dict(zip(codec.signal_names, values, strict=True)))
+        elif name == "VehicleRequest":
+            bms.on_vehicle_request(
+                time_s, int(values[ix["RequestMode"]]), values[ix["ClearFaults"]] > 0.5
+            )
+        elif name == "ChargerStatus":
+            # Charger convention: current positive INTO the pack; the core keeps it that way.
+            bms.on_charger_status(
+                time_s,
+                values[ix["ChargerOutputVoltage_V"]],
+                values[ix["ChargerOutputCurrent_A"]],
+                int(values[ix["ChargerState"]]),
+                values[ix["ChargerFault"]] > 0.5,
+            )
+
+    def _group(self, name: str, values: list[float]) -> tuple[int, int, list[float] | None]:
+        mux = self._mux[name]
+        group = int(values[mux.selector])
+        idx = mux.groups.get(group)
+        if idx is None:
+            return group, 0, None
+        return group, group * mux.slots, [values[i] for i in idx]
+
+    def _on_violation(self, event: E2EViolation) -> None:
+        self.bms.on_e2e_violation(event.time_s, event.message, event.kind.value)
+
+    # -- send -----------------------------------------------------------------------------------
+    def _values(self, name: str, **signals: float) -> list[float]:
+        vals = list(self._templates[name])
+        ix = self._index[name]
+        for key, value in signals.items():
+            vals[ix[key]] = value
+        return vals
+
+    def _fill(self, name: str, time_s: float) -> FillValues:
+        out = self.bms.out
+        if name == "BmsContactorCmd":
+            return self._values(
+                name,
+                MainPlusCmd=float(out.close_plus),
+                MainMinusCmd=float(out.close_minus),
+                PrechargeCmd=float(out.close_precharge),
+            )
+        if name == "BmsBalancingCmd":
+            buf = self._bal_buf
+            buf[: out.balancing.size] = out.balancing
+            return buf.reshape(self._bal_groups, -1)
+        if name == "BmsState":
+            return self._fill_state()
+        if name == "BmsFaults":
+            return self._fill_faults()
+        if name == "BmsLimits":
+            return self._values(
+                name,
+                MaxChargeCurrent_A=_num(out.charge_limit_a),
+                MaxDischargeCurrent_A=_num(out.discharge_limit_a),
+            )
+        if name == "BmsVoltageLimits":
+            return self._values(
+                name,
+                MaxChargeVoltage_V=out.max_charge_voltage_v,
+                MinDischargeVoltage_V=out.min_discharge_voltage_v,
+            )
+        if name == "BmsCellStats":
+            return self._values(
+                name,
+                MinCellVoltage_V=_num(out.cell_v_min),
+                MaxCellVoltage_V=_num(out.cell_v_max),
+                AvgCellVoltage_V=_num(out.cell_v_avg),
+                MinCellIndex=out.cell_v_min_index,
+                MaxCellIndex=out.cell_v_max_index,
+            )
+        if name == "BmsTempStats":
+            return self._values(
+                name,
+                MinTemp_C=_num(out.temp_min_c),
+                MaxTemp_C=_num(out.temp_max_c),
+                AvgTemp_C=_num(out.temp_avg_c),
+                MinTempSensor=out.temp_min_sensor,
+                MaxTempSensor=out.temp_max_sensor,
+            )
+        if name == "BmsPressureStats":
+            return self._values(
+                name,
+                MinPressure_MPa=_num(out.pressure_min_mpa),
+                MaxPressure_MPa=_num(out.pressure_max_mpa),
+                MedianPressure_MPa=_num(out.pressure_median_mpa),
+                MinPressureModule=out.pressure_min_module,
+                MaxPressureModule=out.pressure_max_module,
+            )
+        if name == "BmsPackValues":
+            return self._values(
+                name,
+                PackCurrent_A=_num(out.current_a),
+                PackVoltage_V=_num(out.pack_voltage_v),
+                DcLinkVoltage_V=_num(out.link_voltage_v),
+                PackPower_kW=_num(out.power_kw),
+            )
+        if name == "BmsSoc":
+            s = out.soc
+            if s is None:
+                return self._values(name)
+            return self._values(
+                name,
+                SocMin_pct=100.0 * s.min,
+                SocAvg_pct=100.0 * s.avg,
+                SocMax_pct=100.0 * s.max,
+                SocSigma_pct=100.0 * s.avg_sigma,
+            )
+        if name == "BmsSoe":
+            s = out.soc
+            if s is None:
+                return self._values(name)
+            return self._values(
+                name,
+                SoeEnergy_kWh=s.soe_kwh,
+                Soe_pct=float(s.soe_pct),
+                UsableSoc_pct=100.0 * s.usable,
+                TimeSinceRest_min=min(s.time_since_rest_s * MINUTES_PER_S, 4095.0),
+                SocConfident=float(s.confident),
+            )
+        if name == "ChargerRequest":
+            # Charger convention: current positive INTO the pack (the charge limit as such).
+            return self._values(
+                name,
+                ChargerMaxVoltage_V=out.charger_max_voltage_v,
+                ChargerMaxCurrent_A=_num(out.charger_max_current_a),
+                ChargeEnable=float(out.charge_enable),
+            )
+        raise KeyError(f"BMS node has no fill for {name}")
+
+    @staticmethod
+    def _state_key(out: BmsOutputs) -> tuple:
+        return (
+            out.state,
+            out.plus_closed,
+            out.minus_closed,
+            out.precharge_closed,
+            out.fault_info,
+            out.fault_warning,
+            out.fault_fatal,
+            out.emergency_shutoff,
+            out.thermal_alarm,
+            out.charge_inhibit,
+            out.balancing_active,
+            out.precharge_attempts,
+        )
+
+    def _fill_state(self) -> list[float]:
+        out = self.bms.out
+        self._last_state_key = self._state_key(out)
+        return self._values(
+            "BmsState",
+            BmsState=int(out.state),
+            MainPlusClosed=float(out.plus_closed),
+            MainMinusClosed=float(out.minus_closed),
+            PrechargeClosed=float(out.precharge_closed),
+            FaultInfo=float(out.fault_info),
+            FaultWarning=float(out.fault_warning),
+            FaultFatal=float(out.fault_fatal),
+            EmergencyShutoff=float(out.emergency_shutoff),
+            ThermalEventAlarm=float(out.thermal_alarm),
+            ChargeInhibit=float(out.charge_inhibit),
+            BalancingActive=float(out.balancing_active),
+            PrechargeAttempts=min(out.precharge_attempts, 7),
+        )
+
+    def _fill_faults(self) -> list[float]:
+        """Slot 0 goes out on the schedule; the further slots right after it (same time)."""
+        faults = self.bms.out.faults
+        count = min(len(faults), 63)
+        frames = [
+            self._values(
+                "BmsFaults",
+                FaultSlot=k,
+                ActiveFaultCount=count,
+                FaultCode=int(f.code),
+                FaultTier=int(f.tier),
+                FaultLocation=min(f.location, 255),
+            )
+            for k, f in enumerate(faults[:count])
+        ] or [self._values("BmsFaults")]
+        self._extra_fault_frames = frames[1:]
+        return frames[0]
+
+
+def open_bms_node(
+    pack_bus: can.BusABC,
+    vehicle_bus: can.BusABC,
+    config: str = "bms_pack_a_96s",
+    **kwargs: Any,
+) -> BmsNode:
+    """Build a :class:`BmsNode` for a shipped configuration name or a YAML path."""
+    return BmsNode(pack_bus, vehicle_bus, load_bms_config(config), **kwargs)
+
+
+__all__: Iterable[str] = ("BmsNode", "open_bms_node", "PACK_TX", "PACK_RX", "VEHICLE_TX")

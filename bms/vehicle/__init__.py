@@ -4,6 +4,7 @@ The VCU and the charger talk to the BMS only through vehicle-bus frames; the pow
 push is applied to the pack by the runner (a physical link, not CAN).
 """
 
+from bms.vehicle.charger import ChargerNode, ChargerState
 from bms.vehicle.cycles import (
     DriveCycle,
     Profile,
@@ -23,11 +24,15 @@ from bms.vehicle.roadload import (
     load_vehicle,
     wheel_power_w,
 )
+from bms.vehicle.vcu import VcuNode
 
 __all__ = [
+    "ChargerNode",
     "ChargerParams",
+    "ChargerState",
     "DriveCycle",
     "Profile",
+    "VcuNode",
     "VcuParams",
     "VehicleParams",
     "battery_power_w",

@@ -34,7 +34,7 @@ class ChargerParams:
     """DC-charger control settings (CC-CV on the measured pack voltage)."""
 
     #: Integral gain of the CV loop, A per (V s): dI/dt = k (V_target - V_pack).
-    cv_gain_a_per_v_s: float = 40.0
+    cv_gain_a_per_v_s: float = 200.0
     #: Soft start: largest rate of current increase (A/s); stops are immediate.
     ramp_up_a_per_s: float = 100.0
     #: Below this current in CV the charger reports FINISHED and stops (0 = never; BMS decides).

@@ -8,11 +8,13 @@ from __future__ import annotations
 import itertools
 
 import can
+import numpy as np
 import pytest
 
 from bms.can import DbcCodecs, Node, load_dbc, open_virtual_bus
 from bms.errors import InputError
 from bms.firmware.codes import BmsState, RequestMode
+from bms.vehicle import battery_power_w, load_cycle, load_vehicle
 from bms.vehicle.roadload import VcuParams
 from bms.vehicle.vcu import VcuNode
 
@@ -214,5 +216,31 @@ def test_vcu_side_can_faults_reach_the_bms() -> None:
         r.vcu.inject("VehicleRequest", "freeze_counter")
         r.run(0.5)
         assert any(e.kind.value == "counter_frozen" for e in r.bms.events)
+    finally:
+        r.close()
+
+
+def test_udds_blended_braking_energy_matches_the_road_load_integral() -> None:
+    # First 300 s of UDDS through the VCU with a 22.5 A charge limit at 370 V (DOMAIN section 11):
+    # the friction brakes take exactly the regen above 8.325 kW, integrated on the same ticks.
+    cycle, ev = load_cycle("udds"), load_vehicle("compact_ev")
+    r = Rig(VcuParams(power_rate_w_per_s=1e9))
+    r.bms.charge_a, r.bms.discharge_a = 22.5, 300.0
+    try:
+        r.run(0.3)
+        start_s = r.now_s
+        n = 30_000
+        t = start_s + np.arange(1, n + 1) * TICK_S
+        requested = battery_power_w(cycle.speed_at(t - start_s), cycle.accel_at(t - start_s), ev)
+        for i in range(n):
+            r.k += 1
+            r.bms.step(r.now_s)
+            r.vcu.step(r.now_s)
+            r.vcu.power_demand_w(float(requested[i]))
+        limit_w = 22.5 * 370.0
+        expected_j = np.sum(np.maximum(-requested[:-1] - limit_w, 0.0)) * TICK_S
+        assert expected_j > 50_000.0  # the limit really bites on this stretch
+        assert r.vcu.friction_energy_j == pytest.approx(expected_j, rel=1e-6)
+        assert r.vcu.unserved_energy_j == pytest.approx(requested[0] * TICK_S, rel=1e-6)
     finally:
         r.close()

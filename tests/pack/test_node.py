@@ -426,3 +426,31 @@ def test_bad_configuration_is_a_located_input_error() -> None:
     big = dataclasses.replace(params, topology=Topology(200, 1, 20))
     with open_virtual_bus("pack-node-test-big") as bus, pytest.raises(InputError, match="200"):
         PackNode(bus, Pack(big, seed=0))
+
+
+def test_precharge_through_can_follows_the_rc_law(rig_factory) -> None:
+    # DOMAIN section 9 sizing: 1 mF DC link, 50 ohm precharge resistor -> tau = 50 ms
+    rig = rig_factory()
+    hv = rig.pack.params.hv
+    tau_s = hv.precharge_resistance_ohm * hv.dc_link_capacitance_f
+    rig.run(0.3, rig.contactor_cmd(0, 1, 1))
+    closed = [t for t, v in rig.decoded("ContactorFeedback") if v["PrechargeClosed"]]
+    volts = [(t, v) for t, v in rig.decoded("PackVoltages") if t >= min(closed)]
+    pack_v = np.mean([v["PackVoltage_V"] for _, v in volts])
+    # ln(V_pack - V_link) falls with slope -1/tau while the gap is well above sensor error
+    pts = [
+        (t, pack_v - v["DcLinkVoltage_V"]) for t, v in volts if pack_v - v["DcLinkVoltage_V"] > 20
+    ]
+    assert len(pts) >= 5
+    t, gap = np.array(pts).T
+    slope = np.polyfit(t, np.log(gap), 1)[0]
+    assert -1.0 / slope == pytest.approx(tau_s, rel=0.05)
+
+
+def test_welded_contactor_shows_in_feedback_after_the_driver_opens(rig_factory) -> None:
+    rig = rig_factory()
+    make_fault("contactor_welded", contactor="plus").apply(rig.pack)
+    rig.run(0.2, rig.contactor_cmd(1, 1))
+    rig.run(0.3)  # commands stop: the driver de-energises every coil
+    feedback = rig.decoded("ContactorFeedback")[-1][1]
+    assert (feedback["MainPlusClosed"], feedback["MainMinusClosed"]) == (1, 0)

@@ -15,7 +15,7 @@ def test_uniform_heating_reaches_the_analytic_steady_state(make_params):
     params = make_params(series=12)
     pack = Pack(params, initial=InitialState(temp_c=25.0))
     pack.heater_w[:] = 6.0
-    pack.run(3 * 3600.0, 0.1)
+    pack.run(3 * 3600.0, 1.0)
     th = params.thermal
     expected = 25.0 + 6.0 / (th.coolant_w_per_k + th.ambient_w_per_k)
     np.testing.assert_allclose(pack.temp_c, expected, atol=1e-3)
@@ -27,7 +27,7 @@ def test_one_heated_cell_matches_the_conductance_network_solution(make_params):
     params = make_params(series=12)
     pack = Pack(params, initial=InitialState(temp_c=20.0))
     pack.heater_w.flat[5] = 30.0
-    pack.run(4 * 3600.0, 0.1)
+    pack.run(4 * 3600.0, 1.0)
     th = params.thermal
     n, g_n, g_b = 12, th.neighbour_w_per_k, th.coolant_w_per_k + th.ambient_w_per_k
     matrix = np.diag(np.full(n, g_b))
@@ -87,7 +87,7 @@ def test_coolant_flow_and_loss_change_the_steady_state(make_params):
         pack.coolant_flow_lpm = flow
         pack.coolant_lost = lost
         pack.heater_w[:] = 4.0
-        pack.run(6 * 3600.0, 0.5)
+        pack.run(6 * 3600.0, 2.0)
         runs[label] = float(pack.temp_c.mean())
     th = params.thermal
     g_half = th.coolant_w_per_k * 0.5**0.8

@@ -454,3 +454,44 @@ def test_welded_contactor_shows_in_feedback_after_the_driver_opens(rig_factory) 
     rig.run(0.3)  # commands stop: the driver de-energises every coil
     feedback = rig.decoded("ContactorFeedback")[-1][1]
     assert (feedback["MainPlusClosed"], feedback["MainMinusClosed"]) == (1, 0)
+
+
+def test_bms_node_precharges_and_drives_through_the_pack_node() -> None:
+    """Interop with the project's BMS node: DOMAIN section 9 sequence over both buses."""
+    from bms.can import DbcCodecs, E2ESender, load_dbc
+    from bms.firmware.codes import BmsState, RequestMode
+    from bms.firmware.node import BmsNode
+
+    k = next(_channels)
+    pack = Pack(load_pack("pack_a_96s"), seed=1, initial=InitialState(soc=0.6))
+    request = E2ESender(DbcCodecs(load_dbc("vehicle"))["VehicleRequest"])
+    drive_from_s = 0.5
+    with (
+        open_virtual_bus(f"interop-pack-{k}") as pack_side,
+        open_virtual_bus(f"interop-pack-{k}") as bms_side,
+        open_virtual_bus(f"interop-veh-{k}") as bms_vehicle,
+        open_virtual_bus(f"interop-veh-{k}") as vcu,
+    ):
+        pack_node = PackNode(pack_side, pack, seed=1)
+        bms_node = BmsNode(bms_side, bms_vehicle, "bms_pack_a_96s")
+        drive_at = None
+        for tick in range(1, 301):
+            t = round(tick * TICK_S, 9)
+            pack.step(TICK_S)
+            pack_node.step(t)
+            bms_node.step(t)
+            if tick % 10 == 0:  # the VCU's 100 ms VehicleRequest
+                mode = RequestMode.DRIVE if t >= drive_from_s else RequestMode.STANDBY
+                data = request.protect(request.codec.encode({"RequestMode": int(mode)}))
+                vcu.send(
+                    can.Message(arbitration_id=0x210, is_extended_id=False, data=data, timestamp=t)
+                )
+            while vcu.recv(0.0) is not None:
+                pass
+            if drive_at is None and bms_node.bms.sm.state is BmsState.DRIVE:
+                drive_at = t
+    # minus 200 ms, precharge within its 2 s timeout, plus closed and 500 ms settle
+    assert drive_at is not None and drive_at - drive_from_s < 0.2 + 2.0 + 0.5
+    assert pack.contactors_closed == (True, True, False)
+    assert abs(pack.pack_voltage_v - pack.link_voltage_v) < 1.0
+    assert not pack_node.events and not pack_node.driver_events  # no E2E trouble, no timeouts

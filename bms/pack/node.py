@@ -116,11 +116,19 @@ def _bounds(codec: MessageCodec, signal: str) -> tuple[float, float]:
 class _MuxOut:
     """Preallocated buffers of one multiplexed PACK message: slot values and per-group bit fields.
 
-    ``values`` is the ``(groups, slots)`` array handed to the codec; ``fields`` maps a per-group
-    common signal (a mask or flag) to its uint64 raw value per group, ORed into the payloads.
+    ``values`` is the ``(groups, slots)`` array handed to the codec; ``raw`` holds, per group, the
+    raw value of each per-group common signal (``masks`` with one bit per slot, 1-bit ``flags``),
+    ORed into the payloads at bit ``shift``.
     """
 
-    def __init__(self, codec: MessageCodec, count: int, what: str, fields: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        codec: MessageCodec,
+        count: int,
+        what: str,
+        masks: tuple[str, ...] = (),
+        flags: tuple[str, ...] = (),
+    ) -> None:
         mux = codec.mux
         if mux is None or codec.length != 8:
             raise InputError(f"message {codec.name}: PackNode needs an 8-byte multiplexed message")
@@ -136,13 +144,17 @@ class _MuxOut:
         self.flat = self.values.reshape(-1)  # view: fill channels in order, padding stays put
         self.lo, self.hi = _bounds(codec, mux.groups[mux.group_ids[0]][0].name)
         self.flat[count:] = self.lo
-        self.zero_common = {name: 0.0 for name in fields}
+        self.zero_common = {name: 0.0 for name in (*masks, *flags)}
         self.shift: dict[str, np.uint64] = {}
         self.raw: dict[str, np.ndarray] = {}
-        for name in fields:
+        for name in (*masks, *flags):
             layout = codec.signals[_index(codec, name)]
-            if layout.big_endian:
-                raise InputError(f"message {codec.name}: {name} must be little-endian (Intel)")
+            if layout.big_endian or layout.signed:
+                raise InputError(f"message {codec.name}: {name} must be unsigned little-endian")
+            if name in masks and layout.length < self.slots:
+                raise InputError(
+                    f"message {codec.name}: {name} needs {self.slots} bits, has {layout.length}"
+                )
             self.shift[name] = np.uint64(layout.shift)
             self.raw[name] = np.zeros(self.groups, dtype=np.uint64)
         self.weights = (1 << np.arange(self.slots)).astype(np.uint64)
@@ -270,16 +282,20 @@ class PackNode(Node):
 
         n_series = pack.n_series
         self.cells = _MuxOut(
-            codecs["CellVoltages"], n_series, "series cells", ("AfeFault", "OpenWireMask")
+            codecs["CellVoltages"],
+            n_series,
+            "series cells",
+            masks=("OpenWireMask",),
+            flags=("AfeFault",),
         )
         self.temps = _MuxOut(
             codecs["CellTemperatures"],
             sensors["cell_temperature"].n,
             "temperature sensors",
-            ("TempInvalidMask",),
+            masks=("TempInvalidMask",),
         )
         self.pressures = _MuxOut(
-            codecs["ModulePressures"], pack.n_modules, "modules", ("PressureInvalidMask",)
+            codecs["ModulePressures"], pack.n_modules, "modules", masks=("PressureInvalidMask",)
         )
         self._group_fields = {
             "CellVoltages": self.cells,

@@ -187,6 +187,7 @@ class Bms:
         self.out.max_charge_voltage_v = n * self.limit_params.chg_voltage_max_v
         self.out.min_discharge_voltage_v = n * self.limit_params.dis_voltage_min_v
         self.limits: CurrentLimits | None = None
+        self._cold = True  # no temperature yet: charging is not allowed
         self.pack_status: dict[str, float] = {}
         self.charger: dict[str, float] = {}
         self.vehicle_e2e_failed = False  # newest VehicleRequest frame was rejected
@@ -406,9 +407,9 @@ class Bms:
         # State machine on plain inputs.
         fb = store["contactor_feedback"].value  # NaN (never received) reads as open
         limits = self.limits
-        charge_allowed = not (limits is not None and limits.open_contactors) and not (
-            self.out.charge_inhibit and self.out.charge_limit_a <= 0.0
-        )
+        # Charging is refused only where it is unsafe to stay connected (pressure floor, frost);
+        # a full pack merely reports a zero limit and ChargeEnable = 0 to the charger.
+        charge_allowed = not (limits is not None and limits.open_contactors) and not self._cold
         sm_out = self.sm.step(
             SmInputs(
                 now_s=now_s,
@@ -567,7 +568,8 @@ class Bms:
         out.discharge_limit_a = reported.discharge_a
         temp_min = np.nanmin(self.cell_temp_c) if np.isfinite(self.cell_temp_c).any() else np.nan
         cold = not temp_min >= self.limit_params.chg_temp_min_c  # NaN: unknown counts as cold
-        out.charge_inhibit = bool(reported.fast_charge_inhibit or cold or target.charge_a <= 0.0)
+        self._cold = cold
+        out.charge_inhibit = bool(reported.fast_charge_inhibit or cold)
         self.ctx.inputs.charge_current_limit_a = target.charge_a
         out.charger_max_voltage_v = out.max_charge_voltage_v
         out.charge_enable = bool(

@@ -200,6 +200,7 @@ class RunawayParams:
     rate_interval_s: float
     reference_tau_s: float
     freeze_drop_fraction: float
+    trend_interval_s: float = 10.0
 
 
 def read_runaway(sec: Section) -> RunawayParams:
@@ -212,6 +213,7 @@ def read_runaway(sec: Section) -> RunawayParams:
         rate_interval_s=sec.number("rate_interval_s", above=0.0, max=1.0),
         reference_tau_s=sec.number("reference_tau_s", above=0.0),
         freeze_drop_fraction=sec.number("freeze_drop_fraction", above=0.0, max=1.0),
+        trend_interval_s=sec.number("trend_interval_s", 10.0, min=1.0, max=600.0),
     )
     sec.done()
     return params
@@ -234,6 +236,11 @@ class ThermalRunawayDetector:
         self.ref_time_s = np.nan
         self.last_time_s = np.nan
         self.rate_c_s = np.full(n_sensors, np.nan)
+        # The early-warning trend (info tier) over a longer window: over 1 s the sensors'
+        # noise and 0.1 degC steps alone exceed 0.2 degC/s.
+        self.trend_ref_c = np.full(n_sensors, np.nan)
+        self.trend_time_s = np.nan
+        self.trend_c_s = np.full(n_sensors, np.nan)
         self.high_since_s = np.full(n_sensors, np.inf)
         self.module_confirmed = np.zeros(n_modules, dtype=bool)
         self.confirmed = False
@@ -243,6 +250,12 @@ class ThermalRunawayDetector:
     def max_rate_c_s(self) -> float:
         """Largest dT/dt of the last interval (NaN before the first interval completes)."""
         finite = self.rate_c_s[np.isfinite(self.rate_c_s)]
+        return float(finite.max()) if finite.size else float("nan")
+
+    @property
+    def max_trend_c_s(self) -> float:
+        """Largest dT/dt over the last ``trend_interval_s`` window (NaN before the first)."""
+        finite = self.trend_c_s[np.isfinite(self.trend_c_s)]
         return float(finite.max()) if finite.size else float("nan")
 
     def update(
@@ -267,6 +280,13 @@ class ThermalRunawayDetector:
             )
             self.ref_time_s = now_s
             self.temp_ref_c[:] = temp_c
+        if np.isnan(self.trend_time_s):
+            self.trend_time_s = now_s
+            self.trend_ref_c[:] = temp_c
+        elif now_s - self.trend_time_s >= p.trend_interval_s - 1e-9:
+            self.trend_c_s = (temp_c - self.trend_ref_c) / (now_s - self.trend_time_s)
+            self.trend_time_s = now_s
+            self.trend_ref_c[:] = temp_c
 
         with np.errstate(invalid="ignore"):
             drop = (self.initial_v - cell_voltage_v) / self.initial_v

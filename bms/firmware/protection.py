@@ -647,6 +647,11 @@ def _temp_rate(ctx: ProtectionContext, now_s: float) -> tuple[float, int]:
     return ctx.runaway.max_rate_c_s, ctx.store["cell_temp_c"].seq
 
 
+@quantity("temp_trend_max_c_s")
+def _temp_trend(ctx: ProtectionContext, now_s: float) -> tuple[float, int]:
+    return ctx.runaway.max_trend_c_s, ctx.store["cell_temp_c"].seq
+
+
 @quantity("soft_short_count")
 def _soft_short(ctx: ProtectionContext, now_s: float) -> tuple[float, int]:
     return float(np.count_nonzero(ctx.soft_short.flagged)), ctx.tick

@@ -137,6 +137,13 @@ def write_estimate(
     _write_csv(path, ("time_s", "soc", "soc_sigma"), np.column_stack([time_s, soc, soc_sigma]))
 
 
+def check_writable(path: str | Path) -> None:
+    """Fail early, before a long run, when ``path`` cannot be created (missing directory)."""
+    parent = Path(path).resolve().parent
+    if not parent.is_dir():
+        raise InputError(f"{path}: cannot write: no such directory {parent}")
+
+
 def _write_csv(path: str | Path, header: tuple[str, ...], data: np.ndarray) -> None:
     try:
         with open(path, "w", encoding="utf-8", newline="") as fh:

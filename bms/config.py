@@ -6,6 +6,7 @@ so a bad value always surfaces as ``file:line: dotted.field: what was expected``
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,7 +137,9 @@ class Section:
         self._used.add(key)
         if key not in self.value or self.value[key] is None:
             if default is _MISSING:
-                raise self.error(key, "missing required field")
+                near = difflib.get_close_matches(key, [str(k) for k in self.value], n=1)
+                hint = f" (is {near[0]!r} a typo?)" if near else ""
+                raise self.error(key, f"missing required field{hint}")
             return default
         return self.value[key]
 

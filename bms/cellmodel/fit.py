@@ -315,8 +315,10 @@ def _prepare(trace: Trace, template: CellParams, opts: FitOptions) -> _Prepared:
     dt = np.diff(t, prepend=t[0])
 
     def duration(seg: tuple[int, int, bool]) -> float:
+        # Each sample closes the interval since the previous one; the very first sample is taken
+        # to close an interval as long as the next.
         s, e, _ = seg
-        return float(t[e - 1] - t[s - 1]) if s > 0 else float(t[e - 1] - t[0])
+        return float(t[e - 1] - t[s - 1]) if s > 0 else float(t[e - 1] - t[0] + dt[1])
 
     first, last = segments[0], segments[-1]
     if not first[2] or duration(first) < opts.min_rest_s:
@@ -417,6 +419,11 @@ def _fit_resistances(
     # OCV by tens of mV, which the resistances would otherwise absorb.
     lo, hi = opts.pulse_soc_range
     mask = p.fit_mask & (p.soc >= lo) & (p.soc <= hi)
+    if not np.any(mask):
+        raise InputError(
+            f"cell fit: no rests or pulses between {100 * lo:.0f} and {100 * hi:.0f} % SOC "
+            "to fit the resistances to"
+        )
     y = (p.voltage_v - ecm.ocv_v(p.soc, p.temp_c, ocv))[mask]
     # Resistance multipliers relative to the reference point (temperature, low-SOC R1 factor):
     # unit-resistance responses scaled by them keep the model linear in R0, R1, R2.

@@ -336,3 +336,36 @@ def test_fit_rejects_a_test_that_does_not_end_with_a_discharge(nmc):
     )
     with pytest.raises(InputError, match="must end with a low-rate discharge"):
         fit_cell(short, TEMPLATE)
+
+
+def test_fit_rejects_a_test_without_the_initial_rest(nmc):
+    _, char, _, _, _ = nmc
+    start = int(np.argmax(char.time_s > 1805.0))  # the first pulse
+    cut = Trace(
+        char.time_s[start:],
+        char.current_a[start:],
+        char.voltage_v[start:],
+        char.temperature_c[start:],
+    )
+    with pytest.raises(InputError, match="must start with a rest of at least 30 min"):
+        fit_cell(cut, TEMPLATE)
+
+
+def test_fit_rejects_a_final_discharge_faster_than_c5(nmc):
+    _, char, _, _, _ = nmc
+    current = char.current_a.copy()
+    final = np.arange(current.size) > np.flatnonzero(np.abs(current) < 1.0)[-1]
+    current[final] *= 3.0  # the final discharge at C/3.3 instead of C/10
+    fast = Trace(char.time_s, current, char.voltage_v, char.temperature_c)
+    with pytest.raises(InputError, match=r"final discharge runs at C/3\.\d; C/5 or slower"):
+        fit_cell(fast, TEMPLATE)
+
+
+def test_a_30_min_rest_logged_every_10_s_counts_as_30_min():
+    time_s = np.arange(1, 3800) * 10.0  # first sample at 10 s closes the first 10 s; then C/10
+    current = np.where(time_s <= 1800.0, 0.0, 8.0)
+    voltage = np.where(time_s <= 1800.0, 4.2, 4.1)
+    trace = Trace(time_s, current, voltage, np.full(time_s.size, 25.0))
+    # The start rest is accepted; what is missing are the further rests.
+    with pytest.raises(InputError, match="found 1 rest"):
+        fit_cell(trace, TEMPLATE)

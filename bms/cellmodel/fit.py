@@ -10,12 +10,16 @@ voltage limit (DOMAIN.md section 11). The fit:
 3. OCV table: loaded data of long segments plus the modelled overpotential, pulled through the
    end-of-rest voltages (themselves corrected for residual diffusion), evaluated on a SOC grid
    dense at both ends by local linear fits, made monotonic;
-4. R0, R1, R2 by linear least squares on rests and pulses for each (tau1, tau2) of a log grid
-   (the model is linear in the resistances once the taus are fixed), refined once around the best;
-5. 2-4 iterated, then the whole test replayed with the ECM maths of :mod:`bms.cellmodel.ecm`.
+4. R0, R1, R2 by linear least squares on rests and pulses between 5 and 95 % SOC for each
+   (tau1, tau2) of a log grid (the model is linear in the resistances once the taus are fixed),
+   with one free OCV offset per rest level so that table errors cannot leak into resistances;
+   the grid is refined twice around the best pair;
+5. 3 and 4 iterated, then the whole test replayed with the ECM maths of :mod:`bms.cellmodel.ecm`.
 
 Everything the test cannot identify (temperature and pressure dependence, mechanics, CCD, runaway,
-thermal, dU/dT, low-SOC R1 factor) is carried over from a template cell.
+thermal, dU/dT, low-SOC R1 factor) is carried over from a template cell; the fitted values refer
+to the test's median temperature (self-heating corrected with the template's Arrhenius energies)
+and to the template's reference stack pressure (a trace carries no pressure).
 """
 
 from __future__ import annotations
@@ -86,6 +90,8 @@ class FitOptions:
     pulse_soc_range: tuple[float, float] = (0.05, 0.95)  # SOC window of the resistance fit
     iterations: int = 3
     min_curve_points: int = 5  # local linear OCV fit needs at least this many samples
+    curve_window_share: float = 0.25  # OCV grid value from data within this share of spacing
+    anchor_half_width_soc: float = 0.005  # curve value at a rest point from data within +-this
     soc_grid: tuple[float, ...] = DEFAULT_SOC_GRID
 
 
@@ -236,18 +242,21 @@ def build_ocv_table(
     rest_soc: np.ndarray,
     rest_v: np.ndarray,
     min_points: int = 5,
+    window_share: float = 0.25,
+    anchor_half_width_soc: float = 0.005,
 ) -> np.ndarray:
     """Monotonic OCV on ``grid`` from a dense pseudo-OCV curve anchored at rest points.
 
     The curve (loaded data + modelled overpotential) gives the shape; its mismatch at the rest
     points (the most trustworthy OCV) is interpolated in SOC and added, so the table passes
-    through the rests. Grid points the curve does not cover interpolate the rest points.
+    through the rests. Each grid value comes from local lines within ``window_share`` of the
+    distance to the nearest grid point; points the curve does not cover are interpolated.
     """
     order = np.argsort(curve_soc)
     cs, cv = curve_soc[order], curve_v[order]
     spacing = np.diff(grid)
     nearest = np.minimum(np.concatenate(([np.inf], spacing)), np.concatenate((spacing, [np.inf])))
-    half = 0.25 * nearest
+    half = window_share * nearest
 
     def curve_at(s: float, h: float) -> float | None:
         return local_linear(cs, cv, s, h, min_points) if cs.size else None
@@ -256,7 +265,7 @@ def build_ocv_table(
     rs, rv = rest_soc[r_order], rest_v[r_order]
     anchor_s, anchor_d = [], []
     for s, v in zip(rs, rv, strict=True):
-        c = curve_at(float(s), 0.005)
+        c = curve_at(float(s), anchor_half_width_soc)
         if c is not None:
             anchor_s.append(float(s))
             anchor_d.append(v - c)
@@ -403,7 +412,14 @@ def _ocv_from_data(
     rest_soc = np.array([p.soc[idx].mean() for idx in p.rest_tails])
     rest_v = np.array([pseudo[idx].mean() for idx in p.rest_tails])
     return build_ocv_table(
-        grid, p.soc[p.curve_mask], pseudo[p.curve_mask], rest_soc, rest_v, opts.min_curve_points
+        grid,
+        p.soc[p.curve_mask],
+        pseudo[p.curve_mask],
+        rest_soc,
+        rest_v,
+        opts.min_curve_points,
+        opts.curve_window_share,
+        opts.anchor_half_width_soc,
     )
 
 

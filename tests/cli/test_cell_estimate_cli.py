@@ -91,7 +91,7 @@ def files(tmp_path_factory):
     write_trace(root / "char.csv", char)
     rng = np.random.default_rng(4)
     drive_steps = [(0.0, 60.0, 1.0, None)] + [
-        (float(rng.normal(12.0, 30.0)), float(rng.integers(5, 60)), 1.0, None) for _ in range(240)
+        (float(rng.normal(12.0, 30.0)), float(rng.integers(5, 60)), 1.0, None) for _ in range(120)
     ]
     drive, truth = _simulate(cell, drive_steps, 0.9, seed=1)
     write_trace(root / "drive.csv", drive)

@@ -509,9 +509,9 @@ class Pack:
         """Read only the fast channels (10 ms class): pack current, pack and DC-link voltage."""
         s = self.sensors
         return (
-            float(s["current"].read(np.array([self.current_a]))[0]),
-            float(s["pack_voltage"].read(np.array([self.pack_voltage_v]))[0]),
-            float(s["link_voltage"].read(np.array([self.hv.link_voltage_v]))[0]),
+            s["current"].read_one(self.current_a),
+            s["pack_voltage"].read_one(self.pack_voltage_v),
+            s["link_voltage"].read_one(self.hv.link_voltage_v),
         )
 
     @property
@@ -543,6 +543,6 @@ class Pack:
             current_a=current_a,
             pack_voltage_v=pack_v,
             link_voltage_v=link_v,
-            h2s_ppm=float(s["h2s"].read(np.array([self.h2s_ppm]))[0]),
+            h2s_ppm=s["h2s"].read_one(self.h2s_ppm),
             contactors_closed=self.contactors_closed,
         )

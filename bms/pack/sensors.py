@@ -33,6 +33,7 @@ class SensorBank:
         self.extra_noise = np.zeros(n)
         self.last = np.full(n, np.nan)
         self._noise_sigma = np.full(n, spec.noise)
+        self._gain0 = float(self.gain[0])
 
     def set_noise(self, channel: int, extra_sigma: float) -> None:
         """Add independent noise of ``extra_sigma`` to one channel (0 removes it)."""
@@ -54,7 +55,21 @@ class SensorBank:
         np.clip(value, spec.min, spec.max, out=value)
         value[self.open] = spec.open_value
         value[self.stuck] = self.last[self.stuck]
-        self.last = value
+        self.last[:] = value
+        return value
+
+    def read_one(self, truth: float) -> float:
+        """Single-channel :meth:`read` on plain floats (the 10 ms path: current, voltages)."""
+        spec = self.spec
+        if self.stuck[0]:
+            return float(self.last[0])
+        if self.open[0]:
+            value = spec.open_value
+        else:
+            value = truth * self._gain0 + self.offset[0] + self.extra_offset[0]
+            value += self._rng.standard_normal() * self._noise_sigma[0]
+            value = min(max(round(value / spec.lsb) * spec.lsb, spec.min), spec.max)
+        self.last[0] = value
         return value
 
 

@@ -40,7 +40,9 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
         help="shipped cell name or cell file whose unidentifiable parameters are carried over "
         "(default: %(default)s)",
     )
-    fit.add_argument("--name", default=None, help="name of the fitted cell")
+    fit.add_argument(
+        "--name", default=None, help="name of the fitted cell (default: the output file's stem)"
+    )
     fit.set_defaults(func=_do_fit)
 
 
@@ -48,8 +50,8 @@ def _do_fit(args: argparse.Namespace) -> int:
     check_writable(args.output)
     template = load_cell(args.template)
     trace = read_trace(args.trace)
-    result = fit_cell(trace, template, name=args.name)
     out = Path(args.output)
+    result = fit_cell(trace, template, name=args.name or out.stem)
     try:
         dump_cell(result.cell, out)
     except OSError as exc:

@@ -1,0 +1,1 @@
+"""Scenarios: YAML format, the runner on the simulated clock, expectations and run artifacts."""

@@ -480,12 +480,38 @@ class PackSoc:
     confident: bool  # every cell's reported sigma within report.confident_sigma
 
 
+#: SOC grid of the SOE energy curve (fine enough that the trapezoid error is negligible).
+_ENERGY_GRID = np.linspace(0.0, 1.0, 1001)
+#: id(OcvTable) -> (table, capacity_ah, energy of U(SOC), energy of dU/dT(SOC)); see below.
+_ENERGY_PARTS: dict[int, tuple[object, float, np.ndarray, np.ndarray]] = {}
+
+
+def _energy_parts(cell: CellParams) -> tuple[np.ndarray, np.ndarray]:
+    """Cumulative trapezoid energy (Wh) of U(SOC) and of dU/dT(SOC), built once per OCV table.
+
+    OCV(SOC, T) = U + dU/dT (T - T_table) is linear in T, and so is its trapezoid integral, so
+    the curve at any temperature is ``e_u + (T - T_table) e_dudt``: no 1001-point rebuild per call.
+    """
+    table, capacity_ah = cell.ocv, cell.capacity_ah
+    hit = _ENERGY_PARTS.get(id(table))
+    if hit is None or hit[0] is not table or hit[1] != capacity_ah:
+        grid = _ENERGY_GRID
+        width = np.diff(grid) * capacity_ah
+
+        def cumulative(y: np.ndarray) -> np.ndarray:
+            return np.concatenate(([0.0], np.cumsum(0.5 * (y[1:] + y[:-1]) * width)))
+
+        u = np.interp(grid, table.soc, table.voltage_v)
+        dudt = np.interp(grid, table.soc, table.dudt_v_per_k)
+        hit = (table, capacity_ah, cumulative(u), cumulative(dudt))
+        _ENERGY_PARTS[id(table)] = hit  # keeps the table alive, so its id is not reused
+    return hit[2], hit[3]
+
+
 def _energy_curve(cell: CellParams, temp_c: float) -> tuple[np.ndarray, np.ndarray]:
     """Cumulative energy from SOC 0 (Wh per cell) on a fine SOC grid, at ``temp_c``."""
-    grid = np.linspace(0.0, 1.0, 1001)
-    ocv = ecm.ocv_v(grid, temp_c, cell.ocv)
-    steps = 0.5 * (ocv[1:] + ocv[:-1]) * np.diff(grid) * cell.capacity_ah
-    return grid, np.concatenate(([0.0], np.cumsum(steps)))
+    e_u, e_dudt = _energy_parts(cell)
+    return _ENERGY_GRID, e_u + (float(temp_c) - cell.ocv.temp_c) * e_dudt
 
 
 def pack_soc(

@@ -726,6 +726,9 @@ class ProtectionEngine:
         self._prev_absent = np.zeros(n, dtype=bool)
         self._last_sample = np.full(n, -1, dtype=np.int64)
         self._last_now_s = np.nan
+        # True when no rule is active, over, or has a running timer or sample count: then a tick
+        # with nothing over changes nothing (see evaluate).
+        self._quiet = False
         self.result = ProtectionResult(np.zeros(max(int(c) for c in FaultCode) + 1, dtype=np.int64))
 
     def rule_index(self, row: str, tier: Tier) -> int:
@@ -759,9 +762,16 @@ class ProtectionEngine:
         with np.errstate(invalid="ignore"):
             gate = ~self._gated | ((gate_v > self._above) & (gate_v < self._below))
             over = gate & (self._dir * (v - self._thr) > 0)  # NaN -> False: unknown never trips
+        sample = self.samples[self._q]
+        if self._quiet and not over.any():
+            # Nothing over, active, timing or counting: the full pass below would only rewrite
+            # the same zeros (timers clip at 0, no set, no clear, result unchanged).
+            self._last_sample[:] = sample
+            return self.result
+        with np.errstate(invalid="ignore"):
             beyond_release = gate & (self._dir * (v - self._release) > 0)
-        new_sample = self.samples[self._q] != self._last_sample
-        self._last_sample[:] = self.samples[self._q]
+        new_sample = sample != self._last_sample
+        self._last_sample[:] = sample
 
         pending = ~self.active
         # up/down timer: time counts between two ticks that agree, so a tier sets set_s after
@@ -798,6 +808,14 @@ class ProtectionEngine:
         res.emergency_shutoff = bool(fatal_active.any())
         res.open_contactors = bool(
             (fatal_active & (now_s - self.set_time_s >= self._pretrip_s)).any()
+        )
+        self._quiet = not (
+            self.active.any()
+            or self._prev_over.any()
+            or self._prev_absent.any()
+            or self.up_s.any()
+            or self.fresh.any()
+            or self.absent_s.any()
         )
         return res
 

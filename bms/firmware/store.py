@@ -72,6 +72,9 @@ class Source:
         Out-of-bounds slices raise :class:`InputError` (a decoder bug or a DBC/pack mismatch),
         never an IndexError deep in a task.
         """
+        if type(values) is float and start == 0:
+            self._write_scalar(now_s, values)
+            return
         arr = np.asarray(values, dtype=float)
         count = arr.size
         stop = start + count
@@ -84,6 +87,16 @@ class Source:
         np.isfinite(seg, out=self.valid[start:stop])
         self.elem_time_s[start:stop] = now_s
         self.elem_seq[start:stop] += 1
+        self.seq += 1
+        self.last_gap_s = now_s - self.last_rx_s
+        self.last_rx_s = now_s
+
+    def _write_scalar(self, now_s: float, value: float) -> None:
+        """:meth:`write` of one float at element 0 (the 10 ms scalars) without array temporaries."""
+        self.value[0] = value
+        self.valid[0] = value - value == 0.0  # False for NaN and +-inf, like np.isfinite
+        self.elem_time_s[0] = now_s
+        self.elem_seq[0] += 1
         self.seq += 1
         self.last_gap_s = now_s - self.last_rx_s
         self.last_rx_s = now_s

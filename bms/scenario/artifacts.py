@@ -537,4 +537,8 @@ def run_to_folder(
     except BaseException:
         recorder.close()
         raise
+    if stop_check is not None and stop_check() and not result.error:
+        # Ended early on request (Ctrl-C/SIGTERM polled by the runner): not a verdict.
+        result.error = f"interrupted at {result.sim_s:.3f} s simulated"
+        result.passed = False
     return recorder.finish(result)

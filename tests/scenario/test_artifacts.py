@@ -246,6 +246,7 @@ def test_stop_check_ends_the_run_cleanly(tmp_path):
         FakeScenario(), tmp_path, runner=fake_runner(1000), stop_check=lambda: next(calls) >= 99
     )
     assert result.sim_s == pytest.approx(1.0)
+    assert result.error == "interrupted at 1.000 s simulated" and not result.passed
     assert len(read_back(tmp_path / "can.blf", "blf")) == 300
     assert result.artifacts["junit"].is_file() and result.out_dir == tmp_path
 

@@ -142,6 +142,27 @@ def pulse_resistance_ohm(
     )
 
 
+def _broadcast(*values: np.ndarray | float) -> list[np.ndarray]:
+    """Float arrays of one shape (np.broadcast_arrays, skipped when the shapes already agree)."""
+    arrays = [np.asarray(x, dtype=float) for x in values]
+    shape = arrays[0].shape
+    for arr in arrays:
+        if arr.shape != shape:
+            return list(np.broadcast_arrays(*arrays))
+    return arrays
+
+
+def _invalid(temp: np.ndarray, pres: np.ndarray, soc: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """Cells with an unknown (NaN/inf) input: their limits are 0."""
+    return ~(np.isfinite(temp) & np.isfinite(pres) & np.isfinite(soc) & np.isfinite(a))
+
+
+def _soc_clipped(soc: np.ndarray, nan_as: float) -> np.ndarray:
+    """SOC clipped to 0..1 with NaN read as ``nan_as`` (np.nan_to_num then np.clip)."""
+    nan = np.isnan(soc)
+    return np.clip(np.where(nan, nan_as, soc) if nan.any() else soc, 0.0, 1.0)
+
+
 def charge_limit_a(
     cell: CellParams,
     params: LimitParams,
@@ -156,29 +177,49 @@ def charge_limit_a(
     0.05C in the cold and below the fast-charge pressure, zero below the contactor-open pressure,
     tapered to zero at high temperature, and at most (V_max - OCV)/R_pulse. NaN inputs give 0.
     """
-    temp, pres, soc_a, a = np.broadcast_arrays(
-        *(np.asarray(x, dtype=float) for x in (temp_c, pressure_mpa, soc, contact))
+    temp, pres, soc_a, a = _broadcast(temp_c, pressure_mpa, soc, contact)
+    soc_c = _soc_clipped(soc_a, 1.0)
+    return _charge_limit(
+        cell,
+        params,
+        temp,
+        pres,
+        a,
+        soc_c,
+        ecm.ccd_ma_cm2(temp, pres, cell.ccd),
+        ecm.ocv_v(soc_c, temp, cell.ocv),
+        pulse_resistance_ohm(cell, temp, pres, soc_c, params.dis_pulse_s),
+        _invalid(temp, pres, soc_a, a),
     )
-    p = params
+
+
+def _charge_limit(
+    cell: CellParams,
+    p: LimitParams,
+    temp: np.ndarray,
+    pres: np.ndarray,
+    a: np.ndarray,
+    soc_c: np.ndarray,
+    ccd_ma_cm2: np.ndarray,
+    ocv_v: np.ndarray,
+    r_pulse: np.ndarray,
+    invalid: np.ndarray,
+) -> np.ndarray:
+    """:func:`charge_limit_a` from precomputed J_CCD, OCV and R_pulse (shared with discharge)."""
     cap_a = cell.capacity_ah
-    soc_c = np.clip(np.nan_to_num(soc_a, nan=1.0), 0.0, 1.0)
-    j_ma_cm2 = np.minimum(
-        ecm.ccd_ma_cm2(temp, pres, cell.ccd) / p.ccd_safety_factor, p.j_rated_ma_cm2
-    )
+    j_ma_cm2 = np.minimum(ccd_ma_cm2 / p.ccd_safety_factor, p.j_rated_ma_cm2)
     f_soc = p.chg_soc_end_factor + (1.0 - p.chg_soc_end_factor) * ramp_factor(
         soc_c, p.chg_soc_taper_start, 1.0
     )
     limit = cell.electrode_area_cm2 * j_ma_cm2 / MA_PER_A * f_soc * np.clip(a, 0.0, 1.0) ** 2
     limit *= ramp_factor(temp, p.chg_temp_taper_start_c, p.chg_temp_zero_c)
-    headroom_v = p.chg_voltage_max_v - ecm.ocv_v(soc_c, temp, cell.ocv)
-    r_pulse = pulse_resistance_ohm(cell, temp, pres, soc_c, p.dis_pulse_s)
+    headroom_v = p.chg_voltage_max_v - ocv_v
     limit = np.minimum(limit, np.maximum(headroom_v, 0.0) / r_pulse)
     limit = np.where(
         temp < p.chg_cold_cap_below_c, np.minimum(limit, p.chg_cold_cap_c_rate * cap_a), limit
     )
     limit = np.where(pres < p.inhibit_below_mpa, np.minimum(limit, p.inhibit_c_rate * cap_a), limit)
     blocked = (temp < p.chg_temp_min_c) | (pres < p.open_below_mpa)
-    invalid = ~(np.isfinite(temp) & np.isfinite(pres) & np.isfinite(soc_a) & np.isfinite(a))
     return np.where(blocked | invalid, 0.0, limit)
 
 
@@ -190,12 +231,14 @@ def discharge_voltage_limit_a(
     soc: np.ndarray | float,
 ) -> np.ndarray:
     """I_V = (OCV(SOC, T) - V_min) / R_pulse: the pulse current that keeps the cell above V_min."""
-    temp, pres, soc_a = np.broadcast_arrays(
-        *(np.asarray(x, dtype=float) for x in (temp_c, pressure_mpa, soc))
-    )
+    temp, pres, soc_a = _broadcast(temp_c, pressure_mpa, soc)
     soc_c = np.clip(soc_a, 0.0, 1.0)
     r_pulse = pulse_resistance_ohm(cell, temp, pres, soc_c, params.dis_pulse_s)
-    headroom_v = ecm.ocv_v(soc_c, temp, cell.ocv) - params.dis_voltage_min_v
+    return _voltage_limit(params, ecm.ocv_v(soc_c, temp, cell.ocv), r_pulse)
+
+
+def _voltage_limit(params: LimitParams, ocv_v: np.ndarray, r_pulse: np.ndarray) -> np.ndarray:
+    headroom_v = ocv_v - params.dis_voltage_min_v
     return np.maximum(headroom_v, 0.0) / r_pulse
 
 
@@ -208,13 +251,35 @@ def discharge_limit_a(
     contact: np.ndarray | float = 1.0,
 ) -> np.ndarray:
     """Per-cell 10 s discharge limit (A): min(I_rated, I_V) f_SOC a^2 f_T; NaN inputs give 0."""
-    temp, pres, soc_a, a = np.broadcast_arrays(
-        *(np.asarray(x, dtype=float) for x in (temp_c, pressure_mpa, soc, contact))
+    temp, pres, soc_a, a = _broadcast(temp_c, pressure_mpa, soc, contact)
+    soc_c = _soc_clipped(soc_a, 0.0)
+    return _discharge_limit(
+        cell,
+        params,
+        temp,
+        pres,
+        a,
+        soc_c,
+        ecm.ocv_v(soc_c, temp, cell.ocv),
+        pulse_resistance_ohm(cell, temp, pres, soc_c, params.dis_pulse_s),
+        _invalid(temp, pres, soc_a, a),
     )
-    p = params
-    soc_c = np.clip(np.nan_to_num(soc_a, nan=0.0), 0.0, 1.0)
+
+
+def _discharge_limit(
+    cell: CellParams,
+    p: LimitParams,
+    temp: np.ndarray,
+    pres: np.ndarray,
+    a: np.ndarray,
+    soc_c: np.ndarray,
+    ocv_v: np.ndarray,
+    r_pulse: np.ndarray,
+    invalid: np.ndarray,
+) -> np.ndarray:
+    """:func:`discharge_limit_a` from precomputed OCV and R_pulse (shared with charge)."""
     rated_a = p.dis_rated_pulse_c * cell.capacity_ah
-    limit = np.minimum(rated_a, discharge_voltage_limit_a(cell, p, temp, pres, soc_c))
+    limit = np.minimum(rated_a, _voltage_limit(p, ocv_v, r_pulse))
     f_soc = p.dis_soc_end_factor + (1.0 - p.dis_soc_end_factor) * ramp_factor(
         soc_c, p.dis_soc_taper_start, 0.0
     )
@@ -222,7 +287,6 @@ def discharge_limit_a(
     f_temp = f_temp * ramp_factor(temp, p.dis_temp_high_taper_start_c, p.dis_temp_high_zero_c)
     limit = limit * f_soc * np.clip(a, 0.0, 1.0) ** 2 * f_temp
     blocked = pres < p.open_below_mpa
-    invalid = ~(np.isfinite(temp) & np.isfinite(pres) & np.isfinite(soc_a) & np.isfinite(a))
     return np.where(blocked | invalid, 0.0, limit)
 
 
@@ -237,7 +301,15 @@ def strip_budget_a(
 
     Sustained stripping above it is allowed but costs contact (DOMAIN.md section 5).
     """
-    j_strip = cell.ccd.strip_factor * ecm.ccd_ma_cm2(temp_c, pressure_mpa, cell.ccd)
+    return _strip_budget(
+        cell, params, ecm.ccd_ma_cm2(temp_c, pressure_mpa, cell.ccd), np.asarray(contact)
+    )
+
+
+def _strip_budget(
+    cell: CellParams, params: LimitParams, ccd_ma_cm2: np.ndarray, contact: np.ndarray
+) -> np.ndarray:
+    j_strip = cell.ccd.strip_factor * ccd_ma_cm2
     area_cm2 = cell.electrode_area_cm2 * np.clip(np.asarray(contact, dtype=float), 0.0, 1.0)
     return area_cm2 * j_strip / MA_PER_A / params.strip_budget_safety
 
@@ -278,15 +350,27 @@ def current_limits(
     open_request = bool(p_min < p.open_below_mpa)
     if fault_active or open_request:
         return CurrentLimits(0.0, 0.0, inhibit, open_request, 0.0)
-    chg = charge_limit_a(cell, p, temp_c, pressure_mpa, soc, contact)
-    dis = discharge_limit_a(cell, p, temp_c, pressure_mpa, soc, contact)
+    temp, pres, soc_a, a = _broadcast(temp_c, pressure_mpa, soc, contact)
+    invalid = _invalid(temp, pres, soc_a, a)
+    ccd = ecm.ccd_ma_cm2(temp, pres, cell.ccd)
+    soc_chg = _soc_clipped(soc_a, 1.0)
+    ocv_chg = ecm.ocv_v(soc_chg, temp, cell.ocv)
+    r_chg = pulse_resistance_ohm(cell, temp, pres, soc_chg, p.dis_pulse_s)
+    chg = _charge_limit(cell, p, temp, pres, a, soc_chg, ccd, ocv_chg, r_chg, invalid)
+    soc_dis = _soc_clipped(soc_a, 0.0)
+    if soc_dis is soc_chg or np.array_equal(soc_dis, soc_chg):  # no NaN SOC: same OCV, R_pulse
+        ocv_dis, r_dis = ocv_chg, r_chg
+    else:
+        ocv_dis = ecm.ocv_v(soc_dis, temp, cell.ocv)
+        r_dis = pulse_resistance_ohm(cell, temp, pres, soc_dis, p.dis_pulse_s)
+    dis = _discharge_limit(cell, p, temp, pres, a, soc_dis, ocv_dis, r_dis, invalid)
     volt = np.asarray(cell_voltage_v, dtype=float)
     volt = volt[np.isfinite(volt)]
     if volt.size == 0:
         return CurrentLimits(0.0, 0.0, inhibit, open_request, 0.0)
     f_chg = float(ramp_factor(np.max(volt), p.chg_cell_v_taper_start_v, p.chg_cell_v_zero_v))
     f_dis = float(ramp_factor(np.min(volt), p.dis_cell_v_taper_start_v, p.dis_cell_v_zero_v))
-    budget = strip_budget_a(cell, p, temp_c, pressure_mpa, contact)
+    budget = _strip_budget(cell, p, ccd, np.asarray(contact))
     return CurrentLimits(
         charge_a=float(np.min(chg)) * f_chg,
         discharge_a=float(np.min(dis)) * f_dis,

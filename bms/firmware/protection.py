@@ -243,8 +243,16 @@ class _History:
         return idx if np.isfinite(masked[idx]) else -1
 
     def mean_since(self, cutoff_s: float) -> float:
+        """Mean of element 0 over samples newer than ``cutoff_s``, NaNs skipped (np.nanmean)."""
         recent = self.time_s > cutoff_s
-        return float(np.nanmean(self.values[recent, 0])) if recent.any() else float("nan")
+        if not recent.any():
+            return float("nan")
+        vals = self.values[recent, 0]
+        nan = np.isnan(vals)
+        if nan.any():  # np.nanmean's own steps: NaN -> 0 in the sum, counted out of the divisor
+            count = vals.size - int(np.count_nonzero(nan))
+            return float(np.sum(np.where(nan, 0.0, vals)) / count) if count else float("nan")
+        return float(np.sum(vals) / vals.size)
 
 
 @dataclass
@@ -391,6 +399,15 @@ def extractor_for(name: str) -> Extractor:
     raise InputError(f"unknown quantity {name!r}")
 
 
+def _median(values: np.ndarray) -> float:
+    """np.median of a non-empty finite array, by one sort (np.median's overhead dominates here)."""
+    ordered = np.sort(values)
+    mid = ordered.size // 2
+    if ordered.size % 2:
+        return float(ordered[mid])
+    return float((ordered[mid - 1] + ordered[mid]) / 2.0)
+
+
 def _cells(ctx: ProtectionContext) -> tuple[np.ndarray, np.ndarray]:
     src = ctx.store["cell_voltage_v"]
     return src.value, ctx.plausibility.cell_voltage_ok & src.valid
@@ -429,7 +446,10 @@ def _cell_spread(ctx: ProtectionContext, now_s: float) -> tuple[float, int]:
 def _cell_below_median(ctx: ProtectionContext, now_s: float) -> tuple[float, int]:
     v, ok = _cells(ctx)
     seq = ctx.store["cell_voltage_v"].seq
-    return (float(np.median(v[ok]) - v[ok].min()) if ok.any() else _nan()), seq
+    if not ok.any():
+        return _nan(), seq
+    good = v[ok]
+    return float(_median(good) - good.min()), seq
 
 
 @quantity("cell_voltage_mean_deviation_max_v")
@@ -495,7 +515,8 @@ def _p_median_dev(ctx: ProtectionContext, now_s: float) -> tuple[float, int]:
     p, ok = _pressures(ctx)
     if np.count_nonzero(ok) < 3:  # a median of fewer than 3 sensors says nothing
         return _nan(), ctx.store["pressure_mpa"].seq
-    return float(np.abs(p[ok] - np.median(p[ok])).max()), ctx.store["pressure_mpa"].seq
+    good = p[ok]
+    return float(np.abs(good - _median(good)).max()), ctx.store["pressure_mpa"].seq
 
 
 @quantity("pressure_model_deviation_max_mpa")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import signal
 import sys
 import time
@@ -30,6 +29,7 @@ from bms.scenario.artifacts import (
     parse_formats,
     run_to_folder,
     unique_folder,
+    with_seed,
     write_junit,
 )
 from bms.scenario.result import RunResult
@@ -96,13 +96,6 @@ def run_scenario(scenario: Any, recorder: Any, *, stop_check: Callable[[], bool]
     from bms.scenario.runner import run_scenario as run
 
     return run(scenario, recorder, stop_check=stop_check)
-
-
-def with_seed(scenario: Any, seed: int) -> Any:
-    """A copy of ``scenario`` whose seed (cell spread, calibration, noise) is ``seed``."""
-    if hasattr(scenario, "seed"):
-        return dataclasses.replace(scenario, seed=seed)
-    return dataclasses.replace(scenario, pack=dataclasses.replace(scenario.pack, seed=seed))
 
 
 # -------------------------------------------------------------------- the verb

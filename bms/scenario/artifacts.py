@@ -497,6 +497,13 @@ def unique_folder(root: Path, name: str, taken: set[str]) -> Path:
 
 
 # ---------------------------------------------------------------------------------- one run
+def with_seed(scenario: Any, seed: int) -> Any:
+    """A copy of ``scenario`` whose seed (cell spread, calibration, noise) is ``seed``."""
+    if hasattr(scenario, "seed"):
+        return dataclasses.replace(scenario, seed=seed)
+    return dataclasses.replace(scenario, pack=dataclasses.replace(scenario.pack, seed=seed))
+
+
 Runner = Callable[..., RunResult]
 
 

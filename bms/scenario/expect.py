@@ -246,8 +246,13 @@ def _always(exp: Expectation, trace: Trace, facts: RunFacts) -> ExpectationResul
     sel = _slice(trace, *exp.window)
     if not sel.any():
         raise _NotJudged("no samples in the window (did the run end before it?)")
-    held = exp.condition.mask(trace.columns)  # type: ignore[union-attr]
-    bad = sel & (~held if exp.kind == "always" else held)
+    cond = exp.condition
+    held = cond.mask(trace.columns)  # type: ignore[union-attr]
+    # Samples before a referenced signal was first seen on the bus claim nothing either way.
+    known = np.logical_and.reduce(
+        [np.isfinite(trace.columns[c]) for c in cond.columns()]  # type: ignore[union-attr]
+    )
+    bad = sel & known & (~held if exp.kind == "always" else held)
     if bad.any():
         k = int(np.argmax(bad))
         t = float(trace.time_s[k])
@@ -255,7 +260,9 @@ def _always(exp: Expectation, trace: Trace, facts: RunFacts) -> ExpectationResul
         return ExpectationResult(
             exp.name, False, f"{verb} at {t:.2f} s: {_value_text(exp.condition, trace, k)}", t
         )
-    return ExpectationResult(exp.name, True, f"held over {int(sel.sum())} samples")
+    if not (sel & known).any():
+        raise _NotJudged("its signals were never seen on the bus in the window")
+    return ExpectationResult(exp.name, True, f"held over {int((sel & known).sum())} samples")
 
 
 def _ref_time(ref: Ref, trace: Trace, facts: RunFacts) -> float:

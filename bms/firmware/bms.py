@@ -271,8 +271,11 @@ class Bms:
         src.write(time_s, values_v[:count], first_cell)
         # Keep the value (the plausibility pattern check needs it) but remember the AFE's flag.
         flags = self._afe_open_wire[first_cell : first_cell + count]
-        for bit in range(count):  # at most 4 bits per frame
-            flags[bit] = bool(open_wire_mask >> bit & 1)
+        if open_wire_mask:
+            for bit in range(count):  # at most 4 bits per frame
+                flags[bit] = bool(open_wire_mask >> bit & 1)
+        else:
+            flags[:] = False  # the usual case: one slice store instead of one per bit
 
     def on_temperatures(
         self, time_s: float, first_sensor: int, values_c: Sequence[float], invalid_mask: int = 0
@@ -405,7 +408,9 @@ class Bms:
         self._result = result
 
         # State machine on plain inputs.
-        fb = store["contactor_feedback"].value  # NaN (never received) reads as open
+        # NaN (never received) reads as open; Python floats: cheaper than numpy scalar compares.
+        fb_plus, fb_minus, fb_pre = store["contactor_feedback"].value.tolist()
+        plus_closed, minus_closed, pre_closed = fb_plus > 0.5, fb_minus > 0.5, fb_pre > 0.5
         limits = self.limits
         # Charging is refused only where it is unsafe to stay connected (pressure floor, frost);
         # a full pack merely reports a zero limit and ChargeEnable = 0 to the charger.
@@ -416,9 +421,9 @@ class Bms:
                 pack_current_a=current_a,
                 pack_voltage_v=store["pack_voltage_v"].scalar(),
                 link_voltage_v=store["link_voltage_v"].scalar(),
-                plus_closed=bool(fb[0] > 0.5),
-                minus_closed=bool(fb[1] > 0.5),
-                precharge_closed=bool(fb[2] > 0.5),
+                plus_closed=plus_closed,
+                minus_closed=minus_closed,
+                precharge_closed=pre_closed,
                 fatal_fault_active=result.emergency_shutoff,
                 open_requested=result.open_contactors,
                 e2e_failed=self.vehicle_e2e_failed,
@@ -438,15 +443,18 @@ class Bms:
         out.close_plus = sm_out.close_plus
         out.close_minus = sm_out.close_minus
         out.close_precharge = sm_out.close_precharge
-        out.plus_closed = bool(fb[0] > 0.5)
-        out.minus_closed = bool(fb[1] > 0.5)
-        out.precharge_closed = bool(fb[2] > 0.5)
+        out.plus_closed = plus_closed
+        out.minus_closed = minus_closed
+        out.precharge_closed = pre_closed
         out.precharge_attempts = sm_out.precharge_attempt
         emergency = result.emergency_shutoff or sm_out.emergency_shutoff
         out.emergency_shutoff = emergency
         out.fault_fatal = result.worst_tier >= Tier.FATAL or bool(self._sm_faults)
-        out.fault_warning = bool((result.code_tier == Tier.WARNING).any())
-        out.fault_info = bool((result.code_tier == Tier.INFO).any())
+        if result.worst_tier == Tier.NONE:  # no code active: skip the two array scans
+            out.fault_warning = out.fault_info = False
+        else:
+            out.fault_warning = bool((result.code_tier == Tier.WARNING).any())
+            out.fault_info = bool((result.code_tier == Tier.INFO).any())
         out.thermal_alarm = bool(ctx.runaway.confirmed)
         if emergency:
             # foxBMS: limits are 0 from the first tick of a fatal fault (pre-trip delay).

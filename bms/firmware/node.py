@@ -76,10 +76,7 @@ class _Endpoint(Node):
     def receive(self, now_s: float) -> None:
         """The receive half of :meth:`Node.step`: pending frames, then receive timeouts."""
         self._receive_pending()
-        for receiver in self.receivers.values():
-            if receiver.timeout_s is not None and not receiver.timed_out:
-                for event in receiver.poll(now_s):
-                    self._report(event)
+        self._poll_timeouts(now_s)
 
 
 class _MuxIndex:
@@ -159,6 +156,7 @@ class BmsNode:
         self._extra_fault_frames: list[list[float]] = []
         self.state_events_sent = 0
         self.freeze_frames_sent = 0
+        self._handlers = self._build_handlers()
 
     # -- public API ---------------------------------------------------------------------------
     def step(self, now_s: float) -> BmsOutputs:
@@ -217,63 +215,94 @@ class BmsNode:
 
     # -- receive ----------------------------------------------------------------------------------
     def _on_frame(self, name: str, values: list[float], time_s: float) -> None:
+        handler = self._handlers.get(name)
+        if handler is not None:
+            handler(values, time_s)
+
+    def _build_handlers(self) -> dict[str, Any]:
+        """One decoder per received message, with its signal indices bound once (a dict lookup
+        per frame instead of a chain of name comparisons and index-table lookups)."""
         bms = self.bms
-        ix = self._index[name]
-        if name == "PackCurrent":
-            bms.on_current(time_s, values[ix["PackCurrent_A"]], values[ix["CurrentValid"]] > 0.5)
-        elif name == "PackVoltages":
-            bms.on_voltages(
-                time_s,
-                values[ix["PackVoltage_V"]],
-                values[ix["DcLinkVoltage_V"]],
-                values[ix["PackVoltageValid"]] > 0.5,
-                values[ix["DcLinkVoltageValid"]] > 0.5,
-            )
-        elif name == "ContactorFeedback":
-            bms.on_contactor_feedback(
-                time_s,
-                values[ix["MainPlusClosed"]] > 0.5,
-                values[ix["MainMinusClosed"]] > 0.5,
-                values[ix["PrechargeClosed"]] > 0.5,
-            )
-        elif name == "CellVoltages":
-            group, first, group_values = self._group(name, values)
+
+        def at(name: str, *signals: str) -> list[int]:
+            ix = self._index[name]
+            return [ix[sig] for sig in signals]
+
+        i_cur, i_cur_ok = at("PackCurrent", "PackCurrent_A", "CurrentValid")
+        i_pv, i_lv, i_pv_ok, i_lv_ok = at(
+            "PackVoltages",
+            "PackVoltage_V",
+            "DcLinkVoltage_V",
+            "PackVoltageValid",
+            "DcLinkVoltageValid",
+        )
+        i_plus, i_minus, i_pre = at(
+            "ContactorFeedback", "MainPlusClosed", "MainMinusClosed", "PrechargeClosed"
+        )
+        i_afe, i_ow = at("CellVoltages", "AfeFault", "OpenWireMask")
+        (i_tinv,) = at("CellTemperatures", "TempInvalidMask")
+        (i_pinv,) = at("ModulePressures", "PressureInvalidMask")
+        i_h2s, i_h2s_ok = at("PackGas", "H2S_ppm", "H2SValid")
+        i_mode, i_clear = at("VehicleRequest", "RequestMode", "ClearFaults")
+        i_cv, i_ci, i_cs, i_cf = at(
+            "ChargerStatus",
+            "ChargerOutputVoltage_V",
+            "ChargerOutputCurrent_A",
+            "ChargerState",
+            "ChargerFault",
+        )
+        status_names = self.pack.codecs["PackStatus"].signal_names
+        group = self._group
+
+        def current(v: list[float], t: float) -> None:
+            bms.on_current(t, v[i_cur], v[i_cur_ok] > 0.5)
+
+        def voltages(v: list[float], t: float) -> None:
+            bms.on_voltages(t, v[i_pv], v[i_lv], v[i_pv_ok] > 0.5, v[i_lv_ok] > 0.5)
+
+        def feedback(v: list[float], t: float) -> None:
+            bms.on_contactor_feedback(t, v[i_plus] > 0.5, v[i_minus] > 0.5, v[i_pre] > 0.5)
+
+        def cells(v: list[float], t: float) -> None:
+            _, first, group_values = group("CellVoltages", v)
             if group_values is not None:
-                bms.on_cell_voltages(
-                    time_s,
-                    first,
-                    group_values,
-                    values[ix["AfeFault"]] > 0.5,
-                    int(values[ix["OpenWireMask"]]),
-                )
-        elif name == "CellTemperatures":
-            _, first, group_values = self._group(name, values)
+                bms.on_cell_voltages(t, first, group_values, v[i_afe] > 0.5, int(v[i_ow]))
+
+        def temps(v: list[float], t: float) -> None:
+            _, first, group_values = group("CellTemperatures", v)
             if group_values is not None:
-                bms.on_temperatures(time_s, first, group_values, int(values[ix["TempInvalidMask"]]))
-        elif name == "ModulePressures":
-            _, first, group_values = self._group(name, values)
+                bms.on_temperatures(t, first, group_values, int(v[i_tinv]))
+
+        def pressures(v: list[float], t: float) -> None:
+            _, first, group_values = group("ModulePressures", v)
             if group_values is not None:
-                bms.on_pressures(
-                    time_s, first, group_values, int(values[ix["PressureInvalidMask"]])
-                )
-        elif name == "PackGas":
-            bms.on_gas(time_s, values[ix["H2S_ppm"]], values[ix["H2SValid"]] > 0.5)
-        elif name == "PackStatus":
-            codec = self.pack.codecs[name]
-            bms.on_pack_status(time_s, dict(zip(codec.signal_names, values, strict=True)))
-        elif name == "VehicleRequest":
-            bms.on_vehicle_request(
-                time_s, int(values[ix["RequestMode"]]), values[ix["ClearFaults"]] > 0.5
-            )
-        elif name == "ChargerStatus":
+                bms.on_pressures(t, first, group_values, int(v[i_pinv]))
+
+        def gas(v: list[float], t: float) -> None:
+            bms.on_gas(t, v[i_h2s], v[i_h2s_ok] > 0.5)
+
+        def status(v: list[float], t: float) -> None:
+            bms.on_pack_status(t, dict(zip(status_names, v, strict=True)))
+
+        def request(v: list[float], t: float) -> None:
+            bms.on_vehicle_request(t, int(v[i_mode]), v[i_clear] > 0.5)
+
+        def charger(v: list[float], t: float) -> None:
             # Charger convention: current positive INTO the pack; the core keeps it that way.
-            bms.on_charger_status(
-                time_s,
-                values[ix["ChargerOutputVoltage_V"]],
-                values[ix["ChargerOutputCurrent_A"]],
-                int(values[ix["ChargerState"]]),
-                values[ix["ChargerFault"]] > 0.5,
-            )
+            bms.on_charger_status(t, v[i_cv], v[i_ci], int(v[i_cs]), v[i_cf] > 0.5)
+
+        return {
+            "PackCurrent": current,
+            "PackVoltages": voltages,
+            "ContactorFeedback": feedback,
+            "CellVoltages": cells,
+            "CellTemperatures": temps,
+            "ModulePressures": pressures,
+            "PackGas": gas,
+            "PackStatus": status,
+            "VehicleRequest": request,
+            "ChargerStatus": charger,
+        }
 
     def _group(self, name: str, values: list[float]) -> tuple[int, int, list[float] | None]:
         mux = self._mux[name]

@@ -497,6 +497,13 @@ def unique_folder(root: Path, name: str, taken: set[str]) -> Path:
 
 
 # ---------------------------------------------------------------------------------- one run
+def _seed_of(scenario: Any) -> int:
+    seed = getattr(scenario, "seed", None)
+    if seed is None:
+        seed = getattr(getattr(scenario, "pack", None), "seed", 0)
+    return int(seed)
+
+
 def with_seed(scenario: Any, seed: int) -> Any:
     """A copy of ``scenario`` whose seed (cell spread, calibration, noise) is ``seed``."""
     if hasattr(scenario, "seed"):
@@ -533,7 +540,7 @@ def run_to_folder(
         partial = RunResult(
             name=str(getattr(scenario, "name", Path(out_dir).name)),
             source=str(getattr(scenario, "source", "")),
-            seed=int(getattr(scenario, "seed", 0)),
+            seed=_seed_of(scenario),
             error=f"interrupted at {at_s:.3f} s simulated",
             sim_s=at_s,
             wall_s=time.perf_counter() - wall_start,
@@ -544,7 +551,7 @@ def run_to_folder(
     except BaseException:
         recorder.close()
         raise
-    if stop_check is not None and stop_check() and not result.error:
+    if stop_check is not None and stop_check():
         # Ended early on request (Ctrl-C/SIGTERM polled by the runner): not a verdict.
         result.error = f"interrupted at {result.sim_s:.3f} s simulated"
         result.passed = False

@@ -269,3 +269,88 @@ def test_run_is_the_first_verb_in_help(capsys):
         main(["--help"])
     verbs = capsys.readouterr().out
     assert verbs.index("run") < verbs.index("simulate")
+
+
+# ------------------------------------------------------------------ end to end, real scenarios
+REAL = """\
+name: {name}
+pack: {{file: pack_a_96s, seed: 1, soc: 60 %, temp_c: 25}}
+duration: {duration}
+stimulus:
+  - rest: 500 ms
+  - request: drive
+  - wait_for: {{signal: BmsState.BmsState, equals: DRIVE}}
+    timeout: 5 s
+  - current: {{value_a: 50, duration: {load}}}
+expect:
+  - eventually: {{signal: BmsState.BmsState, equals: DRIVE}}
+    before: 5 s
+  - never: {{truth: current_a, above: {max_a}}}
+"""
+
+
+def real_scenario(folder: Path, name: str, max_a: float = 60, duration: str = "6 s") -> Path:
+    path = folder / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    load = "2 h" if duration.endswith("h") else "3 s"
+    path.write_text(REAL.format(name=name, duration=duration, load=load, max_a=max_a))
+    return path
+
+
+def test_real_scenarios_pass_and_fail_for_the_right_reason(tmp_path, capsys):
+    real_scenario(tmp_path / "lib", "drive-ok")
+    real_scenario(tmp_path / "lib", "drive-overcurrent", max_a=40)  # we draw 50 A
+    out = tmp_path / "out"
+    assert main(["run", str(tmp_path / "lib"), "--out", str(out)]) == 1
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line}
+    assert "PASS" in lines["drive-ok"]
+    assert (
+        "FAIL" in lines["drive-overcurrent"]
+        and "never truth.current_a above 40" in lines["drive-overcurrent"]
+    )
+    result = json.loads((out / "drive-ok" / "results.json").read_text())
+    assert result["sim_s"] == pytest.approx(6.0) and result["seed"] == 1
+    frames = list(can.LogReader(out / "drive-ok" / "can.blf"))
+    assert len(frames) == result["frames"] > 1000
+    assert {f.channel for f in frames} == {0, 1}  # pack and vehicle bus
+    assert max(f.timestamp for f in frames) <= 6.0 + 1e-9
+
+
+def test_same_scenario_and_seed_give_identical_frames_and_another_seed_does_not(tmp_path):
+    path = real_scenario(tmp_path, "det")
+    for out, seed in (("a", []), ("b", []), ("c", ["--seed", "2"])):
+        assert main(["run", str(path), "-q", "--out", str(tmp_path / out), *seed]) == 0
+    blf = {out: (tmp_path / out / "det" / "can.blf").read_bytes() for out in "abc"}
+    assert blf["a"] == blf["b"]  # timestamps included: the file is byte-identical
+    assert (tmp_path / "a/det/trace.csv").read_bytes() == (
+        tmp_path / "b/det/trace.csv"
+    ).read_bytes()
+    assert blf["c"] != blf["a"]
+    assert json.loads((tmp_path / "c/det/results.json").read_text())["seed"] == 2
+
+
+def test_sigterm_on_a_long_real_scenario_leaves_every_frame_up_to_the_interrupt(tmp_path):
+    path = real_scenario(tmp_path, "long", duration="2 h")
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bms", "run", str(path), "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout.readline().startswith("running long")
+    blf = out / "long" / "can.blf"
+    _wait_for(lambda: blf.exists() and blf.stat().st_size > 1000)  # frames on disk: mid-run
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "INTERRUPTED" in stdout
+    result = json.loads((out / "long" / "results.json").read_text())
+    stopped_s = float(result["error"].split()[2])
+    assert 1.0 < stopped_s < 600.0 and result["sim_s"] == pytest.approx(stopped_s)
+    frames = list(can.LogReader(blf))
+    assert len(frames) == result["frames"]
+    # The 10 ms PackCurrent frame (0x108) is there for every tick up to the interrupt.
+    stamps = np.array([f.timestamp for f in frames if f.arbitration_id == 0x108 and f.channel == 0])
+    np.testing.assert_allclose(np.diff(stamps), DT_S, atol=1e-6)
+    assert stamps[-1] == pytest.approx(stopped_s, abs=0.1)

@@ -145,3 +145,29 @@ def test_artifacts_default_to_pytest_temporary_folders(suite):
     (folder,) = (suite.path / "t").glob("bms-OVERVOLT[0-9]*")
     assert (folder / "can.blf").is_file()
     assert f"artifacts: {folder}" in result.stdout.str()
+
+
+REAL = """\
+name: {name}
+pack: {{file: pack_a_96s, seed: 1, soc: 60 %}}
+duration: 5 s
+stimulus:
+  - request: drive
+  - wait_for: {{signal: BmsState.BmsState, equals: DRIVE}}
+    timeout: 4 s
+  - current: {{value_a: 50, duration: 2 s}}
+expect:
+  - never: {{truth: current_a, above: {max_a}}}
+"""
+
+
+def test_real_scenarios_run_as_items(pytester: pytest.Pytester):
+    pytester.mkdir("scenarios")
+    for name, max_a in (("fine", 60), ("overcurrent", 40)):
+        Path(pytester.path, "scenarios", f"{name}.yaml").write_text(
+            REAL.format(name=name, max_a=max_a)
+        )
+    result = pytester.runpytest(*PLUGIN_ARGS, "scenarios", f"--bms-out={pytester.path / 'runs'}")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["  - never truth.current_a above 40 at *s: *"])
+    assert (pytester.path / "runs" / "overcurrent" / "can.blf").is_file()

@@ -1,0 +1,150 @@
+"""Bench bus plumbing: one real interface shared by several local nodes, on the node's clock.
+
+On a bench one python-can interface often carries both DBCs (pack and vehicle IDs do not overlap)
+and several nodes of one process (pack node, VCU, charger, an observer) sit on it. A real bus
+object can be opened once, and a frame a node sends is seen by every *other* node on a real bus,
+so :class:`SharedBus` owns the interface and hands out :class:`BusView` endpoints: each view
+receives every frame from the interface plus the frames the other local views sent, like a
+python-can virtual bus. Frames from the interface are restamped with the local clock on receipt:
+hardware, remote and virtual backends stamp in their own time bases, while the E2E receivers and
+driver timeouts compare frame times with the ``now_s`` of the loop.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any
+
+import can
+
+from bms.can.clock import Clock
+
+#: Largest number of frames a view keeps unread; older ones are dropped (and counted) so a view
+#: nobody reads (an idle observer) cannot grow without bound on a long bench run.
+DEFAULT_VIEW_QUEUE = 100_000
+
+
+class BusView:
+    """One node's endpoint on a :class:`SharedBus`: ``send``/``recv``/``shutdown`` like a bus.
+
+    ``recv`` never blocks longer than ``timeout`` and returns frames in arrival order.
+    """
+
+    def __init__(self, owner: SharedBus, name: str, max_queue: int) -> None:
+        self._owner = owner
+        self.name = name
+        self.channel_info = f"{owner.channel_info} view {name}"
+        self._queue: collections.deque[can.Message] = collections.deque(maxlen=max_queue)
+        self.dropped = 0
+        self._closed = False
+
+    def send(self, msg: can.Message, timeout: float | None = None) -> None:
+        """Put ``msg`` on the interface and hand a copy to the other local views."""
+        self._owner._send(self, msg, timeout)
+
+    def recv(self, timeout: float | None = 0.0) -> can.Message | None:
+        """Next frame for this view, or None when none arrives within ``timeout`` seconds."""
+        if not self._queue:
+            self._owner.poll(timeout or 0.0)
+        return self._queue.popleft() if self._queue else None
+
+    def _deliver(self, msg: can.Message) -> None:
+        if len(self._queue) == self._queue.maxlen:
+            self.dropped += 1
+        self._queue.append(msg)
+
+    def shutdown(self) -> None:
+        """Detach this view; the interface closes with its :class:`SharedBus`."""
+        self._closed = True
+        self._owner._detach(self)
+
+    def __enter__(self) -> BusView:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.shutdown()
+
+
+class SharedBus:
+    """A python-can bus shared by the local nodes of one process, stamped on ``clock``.
+
+    ``bus`` is any opened python-can bus (it is shut down by :meth:`shutdown`). ``channel`` is
+    written into every frame (``"pack"``/``"vehicle"``) so logs can tell the buses apart.
+    """
+
+    def __init__(
+        self,
+        bus: can.BusABC,
+        clock: Clock,
+        *,
+        channel: str | None = None,
+        max_queue: int = DEFAULT_VIEW_QUEUE,
+    ) -> None:
+        self.bus = bus
+        self.clock = clock
+        self.channel = channel
+        self.channel_info = str(getattr(bus, "channel_info", channel or "bus"))
+        self._max_queue = max_queue
+        self._views: list[BusView] = []
+        self.frames_in = 0
+        self.frames_out = 0
+        self.send_errors = 0
+        self._is_shutdown = False
+
+    def view(self, name: str = "") -> BusView:
+        """A new endpoint for one local node (or an observer)."""
+        view = BusView(self, name or f"view{len(self._views)}", self._max_queue)
+        self._views.append(view)
+        return view
+
+    def poll(self, timeout_s: float = 0.0) -> int:
+        """Move every frame waiting on the interface into the views; returns how many.
+
+        Waits at most ``timeout_s`` for the first frame, then drains without waiting.
+        """
+        if self._is_shutdown:
+            return 0
+        count = 0
+        msg = self.bus.recv(timeout_s)
+        while msg is not None:
+            msg.timestamp = self.clock.now_s()
+            if self.channel is not None:
+                msg.channel = self.channel
+            for view in self._views:
+                view._deliver(msg)
+            count += 1
+            msg = self.bus.recv(0.0)
+        self.frames_in += count
+        return count
+
+    def _send(self, origin: BusView, msg: can.Message, timeout: float | None) -> None:
+        if self.channel is not None:
+            msg.channel = self.channel
+        try:
+            self.bus.send(msg, timeout)
+        except can.CanError:
+            # A full TX queue or bus-off on real hardware: count it; the receivers' E2E timeouts
+            # are what a real network would see, so the loop must not die on it.
+            self.send_errors += 1
+            return
+        self.frames_out += 1
+        for view in self._views:
+            if view is not origin:
+                view._deliver(msg)
+
+    def _detach(self, view: BusView) -> None:
+        if view in self._views:
+            self._views.remove(view)
+
+    def shutdown(self) -> None:
+        """Shut the interface down (idempotent)."""
+        if not self._is_shutdown:
+            self._is_shutdown = True
+            self._views.clear()
+            self.bus.shutdown()
+
+    def __enter__(self) -> SharedBus:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.shutdown()

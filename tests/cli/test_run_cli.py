@@ -217,7 +217,8 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_sigterm_stops_the_run_with_exit_130_and_a_complete_log(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_the_run_with_exit_130_and_a_complete_log(tmp_path, signum):
     path = scenario(tmp_path, "long", ticks=10**7)
     driver = tmp_path / "driver.py"
     driver.write_text(SIGTERM_DRIVER.format(tests=str(Path(__file__).parent)))
@@ -240,7 +241,7 @@ def test_sigterm_stops_the_run_with_exit_130_and_a_complete_log(tmp_path):
     assert proc.stdout.readline().startswith("running long")
     blf = out / "long" / "can.blf"
     _wait_for(lambda: blf.exists() and blf.stat().st_size > 1000)  # a container written
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     stdout, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130, stderr
     assert "INTERRUPTED" in stdout and "(interrupted)" in stdout
@@ -314,6 +315,22 @@ def test_real_scenarios_pass_and_fail_for_the_right_reason(tmp_path, capsys):
     assert len(frames) == result["frames"] > 1000
     assert {f.channel for f in frames} == {0, 1}  # pack and vehicle bus
     assert max(f.timestamp for f in frames) <= 6.0 + 1e-9
+
+
+def test_invalid_real_scenarios_exit_2_one_located_line_each(tmp_path, capsys):
+    good = real_scenario(tmp_path, "good")
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(good.read_text().replace("truth: current_a", "truth: curent_a"))
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: x\nstimulus: [\n")
+    assert main(["run", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 2
+    assert "broken.yaml:" in err[0] and "invalid YAML" in err[0]
+    line = typo.read_text().splitlines().index("  - never: {truth: curent_a, above: 60}") + 1
+    assert f"typo.yaml:{line}: " in err[1] and "curent_a" in err[1]
+    assert "running" not in captured.out and not (tmp_path / "out" / "good").exists()
 
 
 def test_same_scenario_and_seed_give_identical_frames_and_another_seed_does_not(tmp_path):

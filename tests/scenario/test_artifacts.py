@@ -325,3 +325,19 @@ def test_two_scenarios_with_one_name_get_their_own_folders(tmp_path):
     assert unique_folder(tmp_path, "drive", taken) == tmp_path / "drive"
     assert unique_folder(tmp_path, "drive", taken) == tmp_path / "drive-2"
     assert unique_folder(tmp_path, "a/../b c", taken) == tmp_path / "a_.._b_c"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("asammdf") is None, reason="needs asammdf")
+def test_mf4_trace_has_one_channel_per_signal_with_its_unit(tmp_path):
+    from asammdf import MDF
+
+    names = ["BmsPackValues.PackVoltage_V", "truth.soc_mean"]
+    with ArtifactRecorder(tmp_path, trace_format="mf4") as recorder:
+        for i in range(5000):
+            recorder.on_sample(i * 0.1, names, np.array([400.0 - i * 1e-3, 0.9]))
+    mdf = MDF(tmp_path / "trace.mf4")
+    voltage = mdf.get("BmsPackValues.PackVoltage_V")
+    assert voltage.unit == "V" and len(voltage.samples) == 5000
+    np.testing.assert_allclose(voltage.timestamps, np.arange(5000) * 0.1)
+    np.testing.assert_allclose(voltage.samples, 400.0 - np.arange(5000) * 1e-3)
+    mdf.close()

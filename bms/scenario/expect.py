@@ -103,6 +103,8 @@ def parse_expectations(root: Section, ctx: LoadContext, n_faults: int) -> list[E
 
 def _expectation(index: int, sec: Section, ctx: LoadContext, n_faults: int) -> Expectation:
     kinds = [k for k in KINDS if sec.has(k)]
+    if "eventually" in kinds and "within" in kinds:
+        kinds.remove("within")  # `eventually: ... within: 2 s` is a deadline, not a second kind
     if len(kinds) != 1:
         if kinds:
             raise sec.error(kinds[1], f"one expectation kind per entry (also has {kinds[0]!r})")

@@ -70,9 +70,10 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
 
 def _do_run(args: argparse.Namespace) -> int:
     log_formats = parse_formats(args.log_format or ["blf"], list(LOG_FILES), "--log-format")
-    (trace_format,) = parse_formats([args.trace_format], list(TRACE_FILES), "--trace-format") or [
-        "csv"
-    ]
+    trace_formats = parse_formats([args.trace_format], list(TRACE_FILES), "--trace-format")
+    if len(trace_formats) != 1:
+        raise InputError(f"--trace-format: expected one of {'|'.join(TRACE_FILES)}")
+    trace_format = trace_formats[0]
     return run_paths(
         args.paths,
         args.out,

@@ -3,7 +3,9 @@
 Each scenario runs into its own folder ``OUT/<scenario-name>/`` with the CAN log (``can.blf``;
 ``--log-format asc,log,mf4`` for more), the decoded signal trace (``trace.csv``), ``results.json``
 and ``junit.xml``; ``OUT/junit.xml`` holds every scenario of the invocation. ``OUT`` defaults to
-``runs/<YYYYmmdd-HHMMSS>``. Every file is loaded and checked before anything runs.
+``runs/<YYYYmmdd-HHMMSS>``. Frames keep simulated timestamps (seconds from the run start); in
+the logs channel 0 is the pack bus and 1 the vehicle bus (candump: can0/can1, BLF/ASC: 1/2).
+Every file is loaded and checked before anything runs.
 Exit status: 0 all passed, 1 an expectation failed or a run errored, 2 invalid input,
 130 interrupted (Ctrl-C or SIGTERM; the logs are complete up to the interrupt).
 """

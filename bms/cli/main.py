@@ -15,7 +15,7 @@ from bms import __version__
 from bms.errors import InputError
 
 # Verb modules in the order ``bms --help`` lists them; each has add_subparser(subparsers).
-VERBS = ("run", "simulate", "cell", "estimate", "node")
+VERBS = ("run", "simulate", "cell", "estimate", "node", "replay")
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:

@@ -1,0 +1,3 @@
+"""Scenario files under ``data/`` are inputs of these tests, not scenarios of the library."""
+
+collect_ignore_glob = ["data/*"]

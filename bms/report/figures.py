@@ -374,13 +374,13 @@ def draw_soc(run: RunData, ta: TimeAxis) -> Figure:
             )
         drawn = True
     for column, label, style in (
-        ("BmsSoc.SocMin_pct", "BMS min cell", {"color": "#1f77b4", "linewidth": 0.6}),
-        ("BmsSoc.SocMax_pct", "BMS max cell", {"color": "#1f77b4", "linewidth": 0.6}),
+        ("BmsSoc.SocMin_pct", "BMS min cell", {"color": "#1f77b4", "linestyle": ":"}),
+        ("BmsSoc.SocMax_pct", "BMS max cell", {"color": "#1f77b4", "linestyle": "-."}),
     ):
         values = run.column(column)
         if values is not None:
             tt, v = thin(t, values)
-            ax_s.plot(ta(tt), v, alpha=0.6, label=label, **style)
+            ax_s.plot(ta(tt), v, alpha=0.8, linewidth=0.9, label=label, **style)
     if truth is not None:
         tt, v = thin(t, as_percent(truth))
         ax_s.plot(ta(tt), v, label="truth (mean)", **TRUTH_STYLE)
@@ -428,14 +428,15 @@ def draw_pressures(run: RunData, ta: TimeAxis) -> Figure:
     drawn = False
     if matrix is not None and matrix.values.size:
         t, v = thin(matrix.time_s, matrix.values)
-        cmap = _colormap("tab20")
+        # tab10 keeps up to ten modules clearly apart; tab20's paired shades only for more.
+        palette = _colormap("tab10" if matrix.channels <= 10 else "tab20")
         for module in range(matrix.channels):
             if np.isfinite(v[:, module]).any():
                 ax.plot(
                     ta(t),
                     v[:, module],
                     linewidth=1.0,
-                    color=cmap(module % 20),
+                    color=palette(module % palette.N),
                     label=f"module {module + 1}",
                 )
         drawn = True

@@ -344,7 +344,16 @@ class BenchSystem:
         self.nodes: list[Any] = [
             n for n in (self.pack_node, self.bms_node, self.vcu, self.charger) if n is not None
         ]
-        self._steps = [without_catch_up(n) for n in self.nodes]
+        # Per tick, frames that are ready go first and work that delays them last: the BMS's
+        # endpoints send their due frames (outputs of the previous tick, as firmware that
+        # transmits at the start of its cycle), then VCU, charger, the pack node (samples the
+        # plant), and only then the BMS's tasks (~1.3 ms every 100 ms) and the physics.
+        self._steps = [without_catch_up(n) for n in (self.vcu, self.charger, self.pack_node)]
+        if self.bms_node is not None:
+            presend = [
+                functools.partial(ep.step, catch_up=False) for ep in endpoints_of(self.bms_node)
+            ]
+            self._steps = [*presend, *self._steps, without_catch_up(self.bms_node)]
         self.loop.endpoints = [ep for n in self.nodes for ep in endpoints_of(n)]
         self.requested_power_w = 0.0
         self.charger_connected = False
@@ -353,6 +362,7 @@ class BenchSystem:
             restart()  # building took a while: start the deadlines and timeouts from now
         self.loop.restart(start)
         self._last_s = start
+        self._plant_s = start
 
     # ------------------------------------------------------------------ stepping
     @property
@@ -361,9 +371,20 @@ class BenchSystem:
         return self._last_s - self.loop.start_s
 
     def step(self) -> None:
-        """Wait for the next deadline, then physics by the real elapsed time, nodes, loads."""
-        now = self.loop.wait()
-        self.pack.step(now - self._last_s)
+        """Wait for the next deadline; nodes first (frames leave on time), then the physics.
+
+        The plant runs on the deadline grid one tick ahead: after the nodes of tick ``t`` it
+        integrates ``t -> t + tick`` under the load just set, so the nodes of the next tick see
+        the plant at their deadline, as in the simulated system (physics ``t - tick -> t``, then
+        nodes), while the frames of tick ``t`` do not wait for the physics. Skipped ticks are
+        integrated before the nodes run.
+        """
+        loop = self.loop
+        now = loop.wait()
+        deadline = loop.deadline_s(loop.k)
+        if deadline - self._plant_s > 1e-9:
+            self.pack.step(deadline - self._plant_s)  # only after skipped ticks
+            self._plant_s = deadline
         self._last_s = now
         for shared in self.shared:
             shared.poll(0.0)
@@ -376,6 +397,8 @@ class BenchSystem:
             self.pack.set_load_current(self.charger.current_demand_a(link_v, now))
         else:
             self.pack.set_load_power(self.vcu.power_demand_w(self.requested_power_w, link_v, now))
+        self.pack.step(loop.tick_s)
+        self._plant_s = deadline + loop.tick_s
 
     def run(self, duration_s: float) -> None:
         """Step in real time for ``duration_s``."""

@@ -65,6 +65,11 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--seed", type=int, help="override every scenario's seed")
     parser.add_argument(
+        "--no-report",
+        action="store_true",
+        help="skip report.html and the figures (built after each run; needs matplotlib)",
+    )
+    parser.add_argument(
         "-q", "--quiet", action="store_true", help="print only failures and the summary line"
     )
     parser.set_defaults(func=_do_run)
@@ -83,6 +88,7 @@ def _do_run(args: argparse.Namespace) -> int:
         trace_format=trace_format,
         seed=args.seed,
         quiet=args.quiet,
+        report=not args.no_report,
     )
 
 
@@ -111,8 +117,16 @@ def run_paths(
     seed: int | None = None,
     quiet: bool = False,
     stream: TextIO | None = None,
+    report: bool = True,
 ) -> int:
-    """Discover, load all, run each into ``out/<name>/``, print the verdict; the exit status."""
+    """Discover, load all, run each into ``out/<name>/``, print the verdict; the exit status.
+
+    Reports (``report.html`` per run, ``index.html`` for the set) are built after each run from
+    its recorded files, so plotting never slows the simulation; a failed report never changes a
+    verdict.
+    """
+    from bms.report import ENABLE_HINT, Progress, build_index, build_report, report_available
+
     stream = stream or sys.stdout
     check_available(log_formats, trace_format)
     files = discover_scenarios(paths)
@@ -126,6 +140,9 @@ def run_paths(
     if seed is not None:
         scenarios = [with_seed(s, seed) for s in scenarios]
     out_dir = _out_dir(out)
+    make_reports = report and report_available()
+    if report and not make_reports and not quiet:
+        print(ENABLE_HINT, file=stream)
 
     results: list[RunResult] = []
     taken: set[str] = set()
@@ -137,15 +154,30 @@ def run_paths(
                 folder = unique_folder(out_dir, name, taken)
                 if not quiet:
                     print(f"running {name} ({path}) -> {folder}", file=stream, flush=True)
-                result = run_to_folder(
-                    scenario,
-                    folder,
-                    log_formats=log_formats,
-                    trace_format=trace_format,
-                    stop_check=stop.requested,
-                    runner=run_scenario,
-                )
+                progress = Progress(float(getattr(scenario, "duration_s", 0.0)), label=name)
+
+                def runner(
+                    sc: Any, rec: Any, *, stop_check: Callable[[], bool], bar: Progress = progress
+                ) -> RunResult:
+                    return run_scenario(sc, bar.wrap(rec), stop_check=stop_check)
+
+                try:
+                    result = run_to_folder(
+                        scenario,
+                        folder,
+                        log_formats=log_formats,
+                        trace_format=trace_format,
+                        stop_check=stop.requested,
+                        runner=runner,
+                    )
+                finally:
+                    progress.close()
                 results.append(result)
+                if make_reports and result.out_dir is not None:
+                    try:
+                        build_report(result.out_dir)
+                    except Exception as exc:  # a report never changes the verdict
+                        print(f"bms: report for {name} skipped: {exc}", file=sys.stderr)
                 if stop.requested():
                     interrupted = True
                     break
@@ -155,6 +187,8 @@ def run_paths(
         finally:
             if results:
                 write_junit(results, out_dir / "junit.xml", suite_name="bms run")
+                if make_reports:
+                    build_index(out_dir, results)
     _print_verdict(results, out_dir, stream, quiet=quiet, interrupted=interrupted)
     if interrupted:
         return EXIT_INTERRUPTED

@@ -143,6 +143,7 @@ def _crippled_run(
     sc_path = _dump(tmp_path / f"{scenario}.yaml", sc)
     result = run_scenario(load_scenario(sc_path))
     print(f"\n{scenario} with the protection off: {_failures(result)}")
+    assert result.error is None, result.error  # it must fail on a behaviour, not on an error
     return result
 
 
@@ -166,34 +167,48 @@ def test_overcharge_fails_without_the_cell_overvoltage_msl(tmp_path):
     assert "the over-voltage MSL is what acted" in _failed(result)
 
 
-def test_vehicle_request_timeout_fails_without_the_timeout_row(tmp_path):
-    """Row vehicle_comm_timeout removed: the lost VehicleRequest is never acted upon."""
+def test_vehicle_request_timeout_fails_without_the_request_supervision(tmp_path):
+    """The request timeout is supervised twice: the protection row vehicle_comm_timeout and the
+    state machine's own up/down timer (statemachine.yaml ``vehicle_request``). With the row
+    removed and the timer pushed to its 600 s maximum, the lost VehicleRequest is not acted on."""
+
+    def no_timer(doc: dict) -> None:
+        doc["vehicle_request"]["trip_after_s"] = 600.0
+
     result = _crippled_run(
         tmp_path,
         "vehicle_request_timeout",
         protection=lambda doc: doc["rows"].remove(_row(doc, "vehicle_comm_timeout")),
+        statemachine=no_timer,
     )
     assert not result.passed
     assert "contactors open within the 1.5 s FTTI" in _failed(result)
 
 
 def test_thermal_runaway_fails_without_the_runaway_msl(tmp_path):
-    """Fatal tier of thermal_runaway removed: no GB 38031 alarm, no contactor opening."""
+    """Fatal tier of thermal_runaway removed: the detector still raises the GB 38031 alarm (it
+    is not a protection tier), but nothing opens the contactors on the confirmed runaway."""
     result = _crippled_run(
         tmp_path,
         "thermal_runaway_gb38031",
         protection=lambda doc: _row(doc, "thermal_runaway").pop("fatal"),
     )
     assert not result.passed
-    assert "GB 38031 thermal-event alarm within 5 min of the trigger" in _failed(result)
+    failed = _failed(result)
+    assert (
+        "contactors open within 1 s of the alarm (FTTI; rule demands <= 25 ms actuation)" in failed
+    )
+    assert "faults includes THERMAL_RUNAWAY at FATAL" in failed
 
 
 def test_low_pressure_charge_fails_without_the_fast_charge_inhibit(tmp_path):
     """The P < 0.8 MPa override lives in limits.yaml (pressure.fast_charge_inhibit_below_mpa),
-    not in a protection row: set to 0 MPa it never applies, and the fast charge goes through."""
+    not in a protection row. Moved down to 0.31 MPa (the loader wants it above the 0.3 MPa
+    open-contactor threshold) it no longer applies at 0.6-0.8 MPa: the CCD-limited charge
+    (~12 A) goes through."""
 
     def no_inhibit(doc: dict) -> None:
-        doc["pressure"]["fast_charge_inhibit_below_mpa"] = 0.0
+        doc["pressure"]["fast_charge_inhibit_below_mpa"] = 0.31
 
     result = _crippled_run(tmp_path, "charge_low_pressure_inhibit", limits=no_inhibit)
     assert not result.passed

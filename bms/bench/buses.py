@@ -48,6 +48,14 @@ class BusView:
             self._owner.poll(timeout or 0.0)
         return self._queue.popleft() if self._queue else None
 
+    def drain(self) -> list[can.Message]:
+        """Every frame waiting for this view (after one poll of the interface), oldest first."""
+        self._owner.poll(0.0)
+        queue = self._queue
+        frames = list(queue)
+        queue.clear()
+        return frames
+
     def _deliver(self, msg: can.Message) -> None:
         if len(self._queue) == self._queue.maxlen:
             self.dropped += 1

@@ -348,21 +348,80 @@ class BenchSystem:
         # endpoints send their due frames (outputs of the previous tick, as firmware that
         # transmits at the start of its cycle), then VCU, charger, the pack node (samples the
         # plant), and only then the BMS's tasks (~1.3 ms every 100 ms) and the physics.
-        self._steps = [without_catch_up(n) for n in (self.vcu, self.charger, self.pack_node)]
+        steps: list[tuple[str, Callable[[float], Any]]] = [
+            (name, without_catch_up(n))
+            for name, n in (("vcu", self.vcu), ("charger", self.charger), ("pack", self.pack_node))
+        ]
         if self.bms_node is not None:
             presend = [
-                functools.partial(ep.step, catch_up=False) for ep in endpoints_of(self.bms_node)
+                ("bms", functools.partial(ep.step, catch_up=False))
+                for ep in endpoints_of(self.bms_node)
             ]
-            self._steps = [*presend, *self._steps, without_catch_up(self.bms_node)]
-        self.loop.endpoints = [ep for n in self.nodes for ep in endpoints_of(n)]
+            steps = [*presend, *steps, ("bms", without_catch_up(self.bms_node))]
+        self._named_steps = steps
+        self._by_name: dict[str, Any] = {
+            "pack": self.pack_node,
+            "vcu": self.vcu,
+            "charger": self.charger,
+            "bms": self.bms_node,
+        }
+        #: Local nodes stopped by :meth:`stop_node` (they send and read nothing).
+        self.stopped: set[str] = set()
+        self._apply_stops()
         self.requested_power_w = 0.0
         self.charger_connected = False
+        self._zero_time()  # building took a while: start the deadlines and timeouts from now
+
+    def _zero_time(self) -> None:
         restart = getattr(self.clock, "restart", None)
         if restart is not None:
-            restart()  # building took a while: start the deadlines and timeouts from now
-        self.loop.restart(start)
-        self._last_s = start
-        self._plant_s = start
+            restart()
+        self.loop.restart(0.0)
+        self._last_s = 0.0
+        self._plant_s = 0.0
+
+    def restart(self) -> None:
+        """Make now time zero again: call once, after slow set-up work, before the first step.
+
+        Otherwise every deadline and cyclic slot from construction to the first step would be
+        late by the set-up time and count against the jitter budget.
+        """
+        if self.loop.k or self.loop.tick_lateness_s:
+            raise RuntimeError("BenchSystem.restart() only before the first step")
+        self._zero_time()
+
+    # ------------------------------------------------------------------ node faults
+    def stop_node(self, name: str) -> None:
+        """Silence a local node ("pack", "bms", "vcu", "charger"): it sends and reads nothing.
+
+        Frames sent to it meanwhile are lost, as for a crashed ECU; the plant keeps running.
+        """
+        if self._by_name.get(name) is None:
+            raise ValueError(f"no local {name!r} node to stop (external DUT?)")
+        self.stopped.add(name)
+        self._apply_stops()
+
+    def resume_node(self, name: str) -> None:
+        """Undo :meth:`stop_node`; the node starts with an empty receive queue."""
+        if name in self.stopped:
+            self.stopped.discard(name)
+            for view in self._views_of(name):
+                view.drain()
+            self._apply_stops()
+
+    def _views_of(self, name: str) -> list[Any]:
+        return [ep.bus for ep in endpoints_of(self._by_name[name])]
+
+    def _apply_stops(self) -> None:
+        stopped = self.stopped
+        self._steps = [step for name, step in self._named_steps if name not in stopped]
+        self.loop.endpoints = [
+            ep
+            for name, n in self._by_name.items()
+            if n is not None and name not in stopped
+            for ep in endpoints_of(n)
+        ]
+        self._stopped_views = [view for name in sorted(stopped) for view in self._views_of(name)]
 
     # ------------------------------------------------------------------ stepping
     @property
@@ -388,6 +447,8 @@ class BenchSystem:
         self._last_s = now
         for shared in self.shared:
             shared.poll(0.0)
+        for view in self._stopped_views:
+            view.drain()  # a dead node reads nothing: what reaches it is lost
         clock = self.clock
         for step in self._steps:
             # each node at the time it really runs: its frames' lateness is what the bus sees
@@ -457,6 +518,38 @@ class BenchSystem:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+BusOpener = Callable[[Any], tuple[SharedBus, SharedBus | None]]
+
+
+def bench_factory(
+    open_buses: BusOpener, *, dut_external: bool = False, spin_s: float = DEFAULT_SPIN_S
+) -> Callable[[SystemConfig], BenchSystem]:
+    """A ``system_factory`` for :func:`bms.scenario.runner.run_scenario` that runs in real time.
+
+    ``open_buses(clock)`` opens the interface(s) for one run and returns the pack
+    :class:`SharedBus` and the vehicle one (None: the same interface carries both DBCs). Each
+    run gets a fresh clock, loop on the scenario's tick and buses; closing the system shuts them.
+    """
+
+    def factory(config: SystemConfig) -> BenchSystem:
+        clock = MonotonicClock(spin_s)
+        pack_bus, vehicle_bus = open_buses(clock)
+        try:
+            return BenchSystem(
+                config,
+                pack_bus,
+                vehicle_bus,
+                dut_external=dut_external,
+                loop=DeadlineLoop(config.dt_s, clock),
+            )
+        except BaseException:
+            for shared in {id(b): b for b in (pack_bus, vehicle_bus) if b is not None}.values():
+                shared.shutdown()
+            raise
+
+    return factory
 
 
 def open_shared(bus: can.BusABC, clock: Any, channel: str | None = None) -> SharedBus:

@@ -1,4 +1,4 @@
-"""Run a loaded scenario on the simulated clock and judge its expectations.
+"""Run a loaded scenario on the simulated clock (or in real time on a bench) and judge it.
 
 The closed loop is :class:`bms.sim.system.System` (pack, pack node, BMS node, VCU, charger on two
 python-can virtual buses). The runner only adds what a scenario needs around it: segment inputs
@@ -6,6 +6,12 @@ before each tick; after it, the fault timeline and the online conditions (``unti
 ``stop_when``); a tap on every node's ``send`` that hands each frame to the recorder and decodes
 only the messages the trace needs; and a decoded trace sampled on a 100 ms grid (10 ms for the
 columns of reaction-time expectations), judged after the run.
+
+With ``system_factory`` (e.g. :func:`bms.bench.realtime.bench_factory`) the same scenario drives a
+:class:`~bms.bench.realtime.BenchSystem` paced in real time on a real interface: the tap is then
+the system's bus observer, which sees every frame on the bus (an external BMS's too) stamped in
+seconds since the run started, and the result carries the loop's timing report and a
+``jitter budget`` entry judged against the scenario's ``realtime:`` budget.
 """
 
 from __future__ import annotations
@@ -13,12 +19,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import can
 import numpy as np
 
-from bms.errors import InputError
+from bms.config import load_yaml
+from bms.errors import InputError, located
 from bms.firmware.codes import FaultCode, Tier
 from bms.pack import InitialState
 from bms.pack.faults import make_fault
@@ -30,7 +38,7 @@ from bms.scenario.expect import (
     Trace,
     evaluate,
 )
-from bms.scenario.result import Recorder, RunResult
+from bms.scenario.result import ExpectationResult, Recorder, RunResult
 from bms.scenario.schema import Scenario
 from bms.scenario.timeline import FaultSpec, Segment
 from bms.scenario.units import format_duration
@@ -41,6 +49,9 @@ SAMPLE_PERIOD_S = 0.1
 #: Polling period of ``stop_check`` in simulated seconds (it may read a signal flag or a file).
 STOP_CHECK_PERIOD_S = 0.1
 _EPS_S = 1e-9
+
+#: Name of the expectation-like entry a real-time run adds for its jitter budget.
+JITTER_BUDGET = "jitter budget"
 
 #: Bus signals always in the trace: what a reviewer looks at first.
 FIXED_SIGNALS = (
@@ -126,6 +137,9 @@ class _Run:
         self.system = system
         self.recorder = recorder
         self.result = result
+        #: A real-time bench system (frames read from its bus observer, not tapped at send).
+        self.bench = hasattr(system, "observer")
+        self.observers: list[tuple[Any, dict[int, Callable[..., None]], Callable[..., None]]] = []
         self.dt_s = scenario.dt_s
         self.catalog = SignalCatalog()
         self.truth = _truth_readers(system)
@@ -198,6 +212,9 @@ class _Run:
     # -- the bus tap ---------------------------------------------------------------------------
     def _install_tap(self) -> None:
         s = self.system
+        if self.bench:
+            self._install_observer()
+            return
         endpoints = [
             (s.pack_node.bus, "pack"),
             (s.bms_node.pack.bus, "pack"),
@@ -233,6 +250,29 @@ class _Run:
                     now[column] = value
 
         return tapped
+
+    def _install_observer(self) -> None:
+        """Bench: read every frame on the bus through the system's observer view(s).
+
+        One interface for both DBCs: the bus of a frame is the DBC that defines its ID (others
+        are logged as pack-bus frames). Two interfaces: the observer's own bus.
+        """
+        s = self.system
+        handlers = {name: self._tapped(_not_sent, name) for name in ("pack", "vehicle")}
+        ids = {codec.frame_id: handlers[bus] for bus, codec in self.catalog.messages.values()}
+        if s.observer_vehicle is None:
+            self.observers = [(s.observer, ids, handlers["pack"])]
+        else:
+            self.observers = [
+                (s.observer, {}, handlers["pack"]),
+                (s.observer_vehicle, {}, handlers["vehicle"]),
+            ]
+
+    def observe(self) -> None:
+        """Bench: hand every frame seen on the bus since the last call to the tap."""
+        for view, by_id, default in self.observers:
+            for msg in view.drain():
+                by_id.get(msg.arbitration_id, default)(msg)
 
     def _on_fault_frame(self, msg: can.Message) -> None:
         if msg.dlc != self.faults_codec.length:
@@ -397,9 +437,13 @@ class _Run:
         return target, [target]
 
     def _stop_node(self, node: str) -> None:
-        target, endpoints = self._node_parts(node)
         if node in self.stopped_steps:
             return
+        if self.bench:  # the bench system owns its step list and its between-tick senders
+            self.system.stop_node(node)
+            self.stopped_steps[node] = node
+            return
+        target, endpoints = self._node_parts(node)
 
         def stopped(now_s: float, *args: Any, **kwargs: Any) -> None:
             for ep in endpoints:  # a dead node reads nothing: what reaches it is lost
@@ -409,6 +453,10 @@ class _Run:
         self.stopped_steps[node] = stopped
 
     def _resume_node(self, node: str) -> None:
+        if self.bench:
+            if self.stopped_steps.pop(node, None) is not None:
+                self.system.resume_node(node)
+            return
         target, endpoints = self._node_parts(node)
         if self.stopped_steps.pop(node, None) is not None:
             del target.step  # back to the class's step
@@ -438,6 +486,15 @@ class _Run:
         stop_when = self.sc.stop_when
         ticks = 0
         stop_every = max(1, round(STOP_CHECK_PERIOD_S / dt))
+        sample_every = self.sample_every
+        # Bench: ticks are the loop's deadline index (skipped deadlines count), so the trace and
+        # the stop polls stay on their time grid; the sampling tests below are the simulated
+        # path's ``ticks % n == 0`` when ticks advance by one.
+        loop = getattr(system, "loop", None) if self.bench else None
+        sampled = stopped = sampled_at = 0
+        observe = self.observe if self.bench else None
+        if self.bench:
+            system.restart()  # set-up above took a while: time zero is now
         now_s = system.time_s
         self._faults_step(now_s)
         self._start_segment(now_s)
@@ -453,22 +510,27 @@ class _Run:
                 self._apply_environment(now_s, env)
             self._set_inputs(now_s)
             system.step()
-            ticks += 1
+            ticks = ticks + 1 if loop is None else loop.k
             now_s = system.time_s
+            if observe is not None:
+                observe()
             self._faults_step(now_s)
             while self._segment_done(now_s):
                 self._end_segment()
                 self._start_segment(now_s)
             if self.fast is not None:
                 self._sample_fast(now_s)
-            if ticks % self.sample_every == 0:
+            if ticks // sample_every != sampled:
+                sampled, sampled_at = ticks // sample_every, ticks
                 self._sample(now_s)
             if stop_when is not None and self._holds(stop_when):
                 self.result.fault_events.append((now_s, f"stop_when: {stop_when.describe()}"))
                 break
-            if stop_check is not None and ticks % stop_every == 0 and stop_check():
-                raise _Stopped(f"stopped at {now_s:.2f} s")
-        if ticks % self.sample_every:
+            if stop_check is not None and ticks // stop_every != stopped:
+                stopped = ticks // stop_every
+                if stop_check():
+                    raise _Stopped(f"stopped at {now_s:.2f} s")
+        if sampled_at != ticks:
             self._sample(now_s)  # the last instant is always in the trace
 
     def judge(self) -> None:
@@ -493,11 +555,34 @@ def _drain(bus: can.BusABC) -> None:
         pass
 
 
+def _not_sent(msg: can.Message, timeout: float | None = None) -> None:
+    """The bench tap's ``send``: observed frames are already on the bus."""
+
+
+@dataclass
+class RealtimeRunResult(RunResult):
+    """A real-time run's result: the :class:`RunResult` plus the loop's timing report.
+
+    ``timing``: :meth:`bms.bench.realtime.TimingReport.as_dict` (seconds and counts: frame
+    lateness p50/p99/max, missed slots, tick lateness, overruns, skipped ticks); ``budget``: the
+    scenario's jitter budget it was judged against.
+    """
+
+    timing: dict[str, float | int] = field(default_factory=dict)
+    budget: dict[str, float | int | None] = field(default_factory=dict)
+    dut: str = "internal"
+
+
+#: Builds the closed loop from the scenario's configuration (default: the simulated System).
+SystemFactory = Callable[[SystemConfig], Any]
+
+
 def run_scenario(
     scenario: Scenario,
     recorder: Recorder | None = None,
     *,
     stop_check: Callable[[], bool] | None = None,
+    system_factory: SystemFactory | None = None,
 ) -> RunResult:
     """Run ``scenario`` to its end, its ``stop_when`` or a failure, and judge its expectations.
 
@@ -505,9 +590,14 @@ def run_scenario(
     path. ``stop_check`` is polled every 100 ms of simulated time; True ends the run as failed.
     KeyboardInterrupt and SystemExit propagate (after the recorder is closed); any other error
     becomes ``RunResult.error`` and a failed run.
+
+    ``system_factory(config)`` builds the closed loop (a context manager with the
+    :class:`~bms.sim.system.System` driver API); default the simulated System. A real-time
+    :class:`~bms.bench.realtime.BenchSystem` makes the result a :class:`RealtimeRunResult` whose
+    ``jitter budget`` entry fails when the scenario's ``realtime:`` budget is exceeded.
     """
     sc = scenario
-    result = RunResult(name=sc.name, source=sc.source, seed=sc.pack.seed)
+    result: RunResult = RunResult(name=sc.name, source=sc.source, seed=sc.pack.seed)
     wall0 = time.perf_counter()  # reporting only: the run itself never reads a clock
     run: _Run | None = None
     try:
@@ -520,7 +610,15 @@ def run_scenario(
             stored_soc=sc.pack.stored_soc,
             charger_rated_current_a=sc.charger_rated_current_a,
         )
-        with System(config) as system:
+        with (system_factory or System)(config) as system:
+            if hasattr(system, "timing_report"):
+                result = RealtimeRunResult(
+                    name=sc.name,
+                    source=sc.source,
+                    seed=sc.pack.seed,
+                    budget=asdict(sc.realtime),
+                    dut="internal" if getattr(system, "bms", None) is not None else "external",
+                )
             _use_vehicle(system, sc)
             run = _Run(sc, system, recorder, result)
             try:
@@ -529,6 +627,8 @@ def run_scenario(
                 result.error = str(exc)
             result.sim_s = system.time_s
             run.judge()
+            if isinstance(result, RealtimeRunResult):
+                _judge_timing(result, system.timing_report(), sc)
     except InputError as exc:
         result.error = str(exc)
     except (KeyboardInterrupt, SystemExit):
@@ -546,6 +646,62 @@ def run_scenario(
     return result
 
 
+def _judge_timing(result: RealtimeRunResult, report: Any, sc: Scenario) -> None:
+    """Attach the timing report and judge it against the scenario's jitter budget."""
+    result.timing = report.as_dict()
+    problems = report.violations(sc.realtime)
+    detail = "; ".join(problems) if problems else f"within budget: {report.summary()}"
+    result.expectations.append(ExpectationResult(JITTER_BUDGET, not problems, detail))
+
+
+def external_dut_problems(scenario: Scenario) -> list[str]:
+    """Why ``scenario`` cannot run against an external BMS: one located line per entry.
+
+    Such a BMS is only known by its frames, so entries that need the emulated BMS's internals
+    are refused: ``soc_error`` (the per-cell estimate; judge ``BmsSoc.*`` signals instead),
+    ``node: bms`` and ``can:`` faults on BMS-sent messages, and ``pack.stored_soc``.
+    """
+    found: list[tuple[tuple[str | int, ...], str]] = []
+    if scenario.pack.stored_soc is not None:
+        found.append(
+            (("pack", "stored_soc"), "sets the emulated BMS's memory; set it on the device")
+        )
+    for spec in scenario.faults:
+        if spec.node != "bms":
+            continue
+        if spec.target == "node":
+            found.append((("faults", spec.index, "node"), "cannot stop an external BMS"))
+        elif spec.target == "can":
+            found.append(
+                (
+                    ("faults", spec.index, "can"),
+                    f"{spec.message} is sent by the external BMS; its frames cannot be faulted",
+                )
+            )
+    for exp in scenario.expect:
+        if exp.kind == "soc_error":
+            found.append(
+                (
+                    ("expect", exp.index, "soc_error"),
+                    "needs the emulated BMS's per-cell SOC estimate; judge BmsSoc signals instead",
+                )
+            )
+    if not found:
+        return []
+    try:
+        doc: Any = load_yaml(scenario.source)
+    except (InputError, OSError):
+        doc = None  # located lines are a courtesy: the file was already validated
+    out = []
+    for path, problem in found:
+        line = doc.line(path) if doc is not None else None
+        field_path = ".".join(str(p) for p in path if isinstance(p, str))
+        if len(path) == 3:
+            field_path = f"{path[0]}[{path[1]}].{path[2]}"
+        out.append(str(located(scenario.source, line, field_path, f"{problem} (--dut external)")))
+    return out
+
+
 def _use_vehicle(system: System, sc: Scenario) -> None:
     """The scenario's vehicle (it may be an inline mapping rather than a file System can load)."""
     system.vehicle = sc.vehicle
@@ -553,4 +709,13 @@ def _use_vehicle(system: System, sc: Scenario) -> None:
     system.charger.params = sc.vehicle.charger
 
 
-__all__ = ["FIXED_SIGNALS", "FIXED_TRUTH", "InitialState", "run_scenario"]
+__all__ = [
+    "FIXED_SIGNALS",
+    "FIXED_TRUTH",
+    "JITTER_BUDGET",
+    "InitialState",
+    "RealtimeRunResult",
+    "SystemFactory",
+    "external_dut_problems",
+    "run_scenario",
+]

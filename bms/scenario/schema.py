@@ -9,9 +9,11 @@ documented for users in ``docs/scenarios.md``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bms.bench.realtime import JitterBudget
 from bms.config import Section, load_yaml
 from bms.errors import InputError
 from bms.firmware.config import load_bms_config
@@ -29,7 +31,7 @@ from bms.scenario.timeline import (
     parse_faults,
     parse_stimulus,
 )
-from bms.scenario.units import duration, fraction
+from bms.scenario.units import check_duration, duration, fraction
 from bms.vehicle import VehicleParams, load_vehicle
 
 SUFFIXES = (".yaml", ".yml")
@@ -38,8 +40,11 @@ DT_MIN_S, DT_MAX_S = 0.001, 0.1
 DEFAULT_CHARGER_CURRENT_A = 200.0
 TOP_LEVEL = (
     "name", "description", "pack", "vehicle", "charger", "duration", "dt", "stop_when",
-    "environment", "stimulus", "faults", "expect",
+    "environment", "stimulus", "faults", "expect", "realtime",
 )  # fmt: skip
+#: Microseconds for the ``realtime:`` budget (``500 us``); other durations as everywhere else.
+_MICROSECONDS_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(us|µs)\s*$")
+REALTIME_HINT = "expected a duration like '0.5 ms' or '500 us'"
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,8 @@ class Scenario:
     expect: list[Expectation]
     #: Every condition in the file (segments, faults, expectations), for the trace's columns.
     conditions: list[Condition] = field(default_factory=list)
+    #: Jitter budget of real-time (bench) runs; simulated runs ignore it.
+    realtime: JitterBudget = field(default_factory=JitterBudget)
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -131,6 +138,7 @@ def load_scenario(path: str | Path) -> Scenario:
     stimulus = parse_stimulus(root, ctx)
     faults = parse_faults(root, ctx)
     expect = parse_expectations(root, ctx, len(faults))
+    realtime = _realtime(root)
     root.done()
     return Scenario(
         name=name,
@@ -147,6 +155,7 @@ def load_scenario(path: str | Path) -> Scenario:
         faults=faults,
         expect=expect,
         conditions=ctx.conditions,
+        realtime=realtime,
     )
 
 
@@ -193,3 +202,33 @@ def _vehicle(root: Section, base_dir: Path) -> VehicleParams:
         raise root.error("vehicle", "expected a vehicle name, a path or a mapping")
     ref = _file_ref(value, base_dir)
     return _located(root, "vehicle", lambda: load_vehicle(ref))
+
+
+def _realtime(root: Section) -> JitterBudget:
+    """The optional ``realtime: {p99: 0.5 ms, max: 5 ms, max_overruns: 10}`` jitter budget."""
+    default = JitterBudget()
+    if not root.has("realtime"):
+        return default
+    sec = root.section("realtime")
+    p99_s = _budget_s(sec, "p99", default.p99_s)
+    max_s = _budget_s(sec, "max", default.max_s)
+    overruns = sec.integer("max_overruns", None, min=0) if sec.has("max_overruns") else None
+    sec.done()
+    if p99_s > max_s:
+        raise sec.error("p99", f"must not exceed max ({max_s * 1e3:g} ms)")
+    return JitterBudget(p99_s=p99_s, max_s=max_s, max_overruns=overruns)
+
+
+def _budget_s(sec: Section, key: str, default_s: float) -> float:
+    """A lateness bound in seconds: any scenario duration, or microseconds (``500 us``)."""
+    value = sec.raw(key, None)
+    if value is None:
+        return default_s
+    match = _MICROSECONDS_RE.match(value) if isinstance(value, str) else None
+    if match:
+        seconds = float(match.group(1)) * 1e-6
+    else:
+        seconds = check_duration(value, lambda p: sec.error(key, REALTIME_HINT))
+    if not seconds > 0:
+        raise sec.error(key, f"must be longer than 0 s, got {value!r}")
+    return seconds

@@ -619,6 +619,10 @@ def run_scenario(
                     budget=asdict(sc.realtime),
                     dut="internal" if getattr(system, "bms", None) is not None else "external",
                 )
+            if getattr(system, "bms", True) is None:  # external DUT: only its frames are known
+                problems = external_dut_problems(sc)
+                if problems:
+                    raise InputError(problems[0])
             _use_vehicle(system, sc)
             run = _Run(sc, system, recorder, result)
             try:

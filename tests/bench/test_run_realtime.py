@@ -157,11 +157,13 @@ def test_sigterm_ends_a_realtime_run_with_complete_logs_and_exit_130(tmp_path):
     finally:
         stop_process(run)
     result = results(out, "rt-long")
-    assert result["error"].startswith("interrupted")
+    assert result["error"].startswith("interrupted") and 1.5 < result["sim_s"] < 10.0
     cmd_times = times_of(frames(out, "rt-long"), CONTACTOR_CMD_ID)
-    # Every 10 ms command up to the interrupt is in the closed log (no truncated tail).
-    assert 1.5 < cmd_times[-1] < 10.0
-    assert len(cmd_times) >= int(cmd_times[-1] / 0.01) - 5
+    # Every 10 ms command up to the interrupt is in the closed log (no truncated tail); only
+    # slots the loop itself reported missed (a stalled machine) may be absent.
+    assert cmd_times[-1] == pytest.approx(result["sim_s"], abs=0.05)
+    expected = int(round(cmd_times[-1] / 0.01))
+    assert len(cmd_times) >= expected - result["timing"]["missed_slots"] - 2
 
 
 # ----------------------------------------------------------------------------- external BMS

@@ -37,16 +37,23 @@ def test_overvoltage_during_charge_opens_the_contactors_within_the_budget():
     with _system(soc=0.995) as s:
         s.start("charge")
         s.charger.set_ignore_limits(30.0)  # below the CCD, so over-voltage is what trips
-        # Timed from the AFE reading crossing 4.35 V: with the chip's calibration error the true
-        # voltage may sit a millivolt or two lower when the BMS (rightly) trips.
+        # The voltage creeps up at ~0.2 mV/s, so AFE noise flickers around 4.35 V for a while;
+        # the budget runs from the start of the AFE readings' final stretch above the MSL.
         afe = s.pack.sensors["cell_voltage"]
-        crossed = s.run_until(lambda s: afe.last.max() >= 4.35, 600.0)
-        assert crossed is not None
-        opened = s.run_until(lambda s: not any(s.pack.contactors_closed[:2]), 2.0)
-        assert opened is not None
-        reaction_s = opened - crossed
-        print(f"\ncell OV MSL crossed at {crossed:.2f} s; open {reaction_s * 1e3:.0f} ms later")
-        assert reaction_s <= 1.0
+        readings: list[tuple[float, float]] = []
+
+        def opened(s: System) -> bool:
+            if not readings or readings[-1][0] < s.time_s - 0.05:
+                readings.append((s.time_s, float(afe.last.max())))
+            return not any(s.pack.contactors_closed[:2])
+
+        t_open = s.run_until(opened, 900.0)
+        assert t_open is not None
+        last_below = max((i for i, (_, v) in enumerate(readings) if v < 4.35), default=-1)
+        stretch_start = readings[last_below + 1][0]
+        reaction_s = t_open - stretch_start
+        print(f"\nOV MSL: AFE above 4.35 V from {stretch_start:.2f} s, open {reaction_s:.3f} s on")
+        assert 0.3 <= reaction_s <= 1.0
         s.run(0.5)
         assert s.bms.out.state == BmsState.ERROR
         assert _fault_tiers(s).get(FaultCode.CELL_OVERVOLTAGE) == Tier.FATAL

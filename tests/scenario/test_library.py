@@ -206,6 +206,20 @@ def test_thermal_runaway_fails_without_the_runaway_msl(tmp_path):
     assert "faults includes THERMAL_RUNAWAY at FATAL" in failed
 
 
+def test_soft_short_fails_without_the_soft_short_row(tmp_path):
+    """Row soft_short removed: the detector's verdict reaches no fault code, so the 10 ohm short
+    is never reported (the run goes the full 32 min of rest)."""
+    result = _crippled_run(
+        tmp_path,
+        "soft_short_rest",
+        protection=lambda doc: doc["rows"].remove(_row(doc, "soft_short")),
+    )
+    assert not result.passed
+    failed = _failed(result)
+    assert "SOFT_SHORT on cell 21 within 30 min of rest" in failed
+    assert "faults includes SOFT_SHORT at WARNING" in failed
+
+
 def test_low_pressure_charge_fails_without_the_fast_charge_inhibit(tmp_path):
     """The P < 0.8 MPa override lives in limits.yaml (pressure.fast_charge_inhibit_below_mpa),
     not in a protection row. Moved down to 0.31 MPa (the loader wants it above the 0.3 MPa

@@ -80,8 +80,9 @@ def _record_lines(node: yaml.Node, path: Path_, doc: Document) -> None:
             _record_lines(item, path + (index,), doc)
 
 
-def load_yaml(path: str | Path) -> Document:
-    """Read and parse a YAML file; missing, unreadable or binary files raise :class:`InputError`."""
+def read_text(path: str | Path) -> str:
+    """A user's text file (UTF-8, BOM allowed); missing, unreadable or binary files raise
+    :class:`InputError` naming the file."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -90,10 +91,14 @@ def load_yaml(path: str | Path) -> Document:
     if b"\x00" in raw:
         raise InputError(f"{path}: not a text file")
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    return parse_yaml(text, str(path))
+
+
+def load_yaml(path: str | Path) -> Document:
+    """Read and parse a YAML file; missing, unreadable or binary files raise :class:`InputError`."""
+    return parse_yaml(read_text(path), str(path))
 
 
 def _dotted(path: Path_) -> str:

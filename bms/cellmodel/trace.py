@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bms.config import read_text
 from bms.errors import InputError, located
 
 TRACE_COLUMNS = ("time_s", "current_a", "voltage_v", "temperature_c")
@@ -43,16 +44,7 @@ class Trace:
 
 def _read_text(path: Path) -> str:
     """File content as text; missing, unreadable, binary and empty files are input errors."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if b"\x00" in raw:
-        raise InputError(f"{path}: not a text file (binary content)")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    text = read_text(path)
     if not text.strip():
         raise located(
             str(path), 1, "", f"empty file, expected the header {','.join(TRACE_COLUMNS)}"

@@ -21,18 +21,11 @@ from bms.cellmodel import ecm
 from bms.cellmodel.params import OcvTable
 from bms.pack import electrical, pressure, thermal
 from bms.pack.hv import HvCircuit
-from bms.pack.params import PackParams
+from bms.pack.params import SENSOR_KINDS, PackParams
 from bms.pack.sensors import SensorBank, open_wire_view
 
-SENSOR_ORDER = (
-    "cell_voltage",
-    "cell_temperature",
-    "pressure",
-    "current",
-    "pack_voltage",
-    "link_voltage",
-    "h2s",
-)
+#: Sensor kinds in the order their banks are built (and draw calibration from the seed).
+SENSOR_ORDER = SENSOR_KINDS
 
 
 @dataclass(frozen=True)

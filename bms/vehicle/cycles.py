@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bms.config import read_text
 from bms.data import DATA_DIR
 from bms.errors import InputError, located
 
@@ -60,16 +61,7 @@ def read_columns(
     are skipped; extra columns are ignored.
     """
     source = str(path)
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise InputError(f"{source}: cannot read: {exc.strerror or exc}") from None
-    if b"\x00" in raw:
-        raise InputError(f"{source}: not a text file (binary data)")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{source}: not UTF-8 text (byte {exc.start})") from None
+    text = read_text(path)
     rows = [
         (n, line.strip())
         for n, line in enumerate(text.splitlines(), start=1)

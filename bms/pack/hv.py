@@ -77,17 +77,29 @@ class HvCircuit:
         c = self.contactors
         return c["minus"].closed and c["precharge"].closed and not c["plus"].closed
 
-    def precharge_current_a(self, e_pack_v: float, r_pack_ohm: float, dt_s: float) -> float:
-        """Mean current over a precharge step, advancing the link voltage exactly (RC)."""
-        tau = (r_pack_ohm + self.precharge_ohm) * self.capacitance_f
-        v_new = e_pack_v - (e_pack_v - self.link_voltage_v) * math.exp(-dt_s / tau)
-        current = self.capacitance_f * (v_new - self.link_voltage_v) / dt_s
-        self.link_voltage_v = v_new
-        return current
+    def precharge_current_a(
+        self, e_pack_v: float, r_pack_ohm: float, dt_s: float, load_s: float = 0.0
+    ) -> float:
+        """Mean pack current over a precharge step, advancing the link voltage exactly.
 
-    def discharge_link(self, dt_s: float) -> None:
-        """Isolated DC link bleeds down through its discharge resistor."""
-        self.link_voltage_v *= math.exp(-dt_s / (self.discharge_ohm * self.capacitance_f))
+        ``load_s`` is a conductance across the link (an external short): the link then settles
+        at the divider voltage, so a shorted link never reaches the pack voltage.
+        """
+        r_series = r_pack_ohm + self.precharge_ohm
+        g_total = 1.0 / r_series + load_s
+        v_final = e_pack_v / r_series / g_total
+        tau = self.capacitance_f / g_total
+        v_old = self.link_voltage_v
+        v_new = v_final - (v_final - v_old) * math.exp(-dt_s / tau)
+        # Charge drawn from the pack = charge into C + charge through the load (exact integral).
+        v_mean = v_final - (v_final - v_old) * tau / dt_s * (1.0 - math.exp(-dt_s / tau))
+        self.link_voltage_v = v_new
+        return self.capacitance_f * (v_new - v_old) / dt_s + load_s * v_mean
+
+    def discharge_link(self, dt_s: float, load_s: float = 0.0) -> None:
+        """Isolated DC link bleeds down through its discharge resistor (and any short on it)."""
+        g_total = 1.0 / self.discharge_ohm + load_s
+        self.link_voltage_v *= math.exp(-dt_s * g_total / self.capacitance_f)
 
     def follow_terminal(self, open_v: float, r_pack_ohm: float, dt_s: float) -> float:
         """Mains closed: the link follows the pack terminal; returns the capacitor's mean current.

@@ -303,10 +303,12 @@ class Pack:
                 r_x = self.external_short_ohm
                 current = (current + e_pack / r_x) / (1.0 + r_pack / r_x)
             current += hv.follow_terminal(e_pack - r_pack * current, r_pack, dt_s)
-        elif hv.precharging:
-            current = hv.precharge_current_a(e_pack, r_pack, dt_s)
         else:
-            hv.discharge_link(dt_s)
+            short_s = 0.0 if self.external_short_ohm is None else 1.0 / self.external_short_ohm
+            if hv.precharging:
+                current = hv.precharge_current_a(e_pack, r_pack, dt_s, short_s)
+            else:
+                hv.discharge_link(dt_s, short_s)
         self.current_a = current
 
         v_group, i_cell = electrical.cell_currents(e, self._g, a_sum, self._b, current)

@@ -89,3 +89,16 @@ def test_external_short_draws_the_short_circuit_current(make_params, make_closed
     fault.remove(pack)
     pack.run(0.01, 0.001)
     assert abs(pack.current_a) < 1.0
+
+
+def test_a_shorted_dc_link_cannot_be_precharged(reference_params):
+    """With 5 ohm across the link the precharge divider holds it at E R_x / (R_pre + R_x)."""
+    pack = Pack(reference_params, seed=3)
+    make_fault("external_short", resistance_ohm=5.0).apply(pack)
+    pack.command_contactors(False, True, True)
+    pack.run(2.0, 0.001)
+    e_pack = pack.open_circuit_voltage_v
+    r_series = reference_params.hv.precharge_resistance_ohm + pack._r_pack
+    assert pack.link_voltage_v == pytest.approx(e_pack * 5.0 / (r_series + 5.0), rel=1e-3)
+    assert pack.current_a == pytest.approx(e_pack / (r_series + 5.0), rel=1e-3)
+    assert e_pack - pack.link_voltage_v > 300.0  # far outside the 1 V precharge criterion

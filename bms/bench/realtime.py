@@ -33,12 +33,12 @@ from bms.can.node import Node
 from bms.config import Section
 from bms.errors import InputError
 from bms.firmware.bms import Bms
-from bms.firmware.codes import BmsState, RequestMode
+from bms.firmware.codes import BmsState
 from bms.firmware.config import load_bms_config
 from bms.firmware.node import BmsNode
 from bms.pack import Pack, load_pack
 from bms.pack.node import PackNode, PackNodeParams
-from bms.sim.system import SystemConfig
+from bms.sim.system import DriverControls, SystemConfig
 from bms.vehicle import ChargerNode, VcuNode, load_vehicle
 
 #: Default last stretch before a deadline that is spun instead of slept (s); measured with
@@ -275,7 +275,7 @@ def timing_report(nodes: Iterable[Any], loop: DeadlineLoop) -> TimingReport:
     return TimingReport(n, p50, p99, mx, missed, nt, t50, t99, tmx, loop.overruns, loop.skipped)
 
 
-class BenchSystem:
+class BenchSystem(DriverControls):
     """Pack, pack node, VCU, charger and (unless the DUT is external) the BMS node in real time.
 
     ``pack_bus``/``vehicle_bus``: :class:`SharedBus` objects on this system's clock (pass the
@@ -461,42 +461,12 @@ class BenchSystem:
         self.pack.step(loop.tick_s)
         self._plant_s = deadline + loop.tick_s
 
-    def run(self, duration_s: float) -> None:
-        """Step in real time for ``duration_s``."""
-        end = self.time_s + duration_s
-        while self.time_s < end - 1e-9:
-            self.step()
-
-    def run_until(self, condition: Callable[[BenchSystem], bool], timeout_s: float) -> float | None:
-        """Step until ``condition(self)`` holds; the time, or None after ``timeout_s``."""
-        end = self.time_s + timeout_s
-        while self.time_s < end - 1e-9:
-            self.step()
-            if condition(self):
-                return self.time_s
-        return None
-
     def bms_state(self) -> BmsState | None:
         """The BMS state as the vehicle sees it on the bus (works for an external DUT too)."""
         latest = self.vcu.latest.get("BmsState")
         if not latest:
             return None
         return BmsState(int(latest["BmsState"]))
-
-    def request(self, mode: RequestMode | str, clear_faults: bool = False) -> None:
-        """What the driver or the charging station asks the VCU for (standby, drive, charge)."""
-        mode = RequestMode[mode.upper()] if isinstance(mode, str) else RequestMode(mode)
-        self.charger_connected = mode == RequestMode.CHARGE
-        self.vcu.request(mode, clear_faults)
-
-    def start(self, mode: RequestMode | str = RequestMode.DRIVE, timeout_s: float = 10.0) -> float:
-        """Request ``mode`` and step until the bus reports the BMS in it."""
-        self.request(mode)
-        target = BmsState.CHARGE if self.charger_connected else BmsState.DRIVE
-        reached = self.run_until(lambda s: s.bms_state() == target, timeout_s)
-        if reached is None:
-            raise RuntimeError(f"BMS did not reach {target.name} within {timeout_s} s")
-        return reached
 
     # ------------------------------------------------------------------ timing
     def timing_report(self) -> TimingReport:

@@ -46,7 +46,55 @@ class SystemConfig:
     charger_rated_current_a: float = 200.0
 
 
-class System:
+class DriverControls:
+    """What a test, a scenario or a driver does with a running system (simulated or bench).
+
+    The host provides ``time_s``, ``step()``, ``bms_state()``, ``vcu`` and the
+    ``charger_connected`` flag; these controls are the same on both clocks.
+    """
+
+    time_s: float
+    vcu: VcuNode
+    charger_connected: bool
+
+    def step(self) -> None:
+        raise NotImplementedError
+
+    def bms_state(self) -> BmsState | None:
+        raise NotImplementedError
+
+    def run(self, duration_s: float) -> None:
+        """Step for ``duration_s`` of (simulated or wall-clock paced) time."""
+        end = self.time_s + duration_s
+        while self.time_s < end - 1e-9:
+            self.step()
+
+    def run_until(self, condition: Any, timeout_s: float) -> float | None:
+        """Step until ``condition(self)`` holds; returns the time, or None after ``timeout_s``."""
+        end = self.time_s + timeout_s
+        while self.time_s < end - 1e-9:
+            self.step()
+            if condition(self):
+                return self.time_s
+        return None
+
+    def request(self, mode: RequestMode | str, clear_faults: bool = False) -> None:
+        """What the driver or the charging station asks the VCU for (standby, drive, charge)."""
+        mode = RequestMode[mode.upper()] if isinstance(mode, str) else RequestMode(mode)
+        self.charger_connected = mode == RequestMode.CHARGE
+        self.vcu.request(mode, clear_faults)
+
+    def start(self, mode: RequestMode | str = RequestMode.DRIVE, timeout_s: float = 10.0) -> float:
+        """Request ``mode`` and run until the BMS reports it (contactors closed)."""
+        self.request(mode)
+        target = BmsState.CHARGE if self.charger_connected else BmsState.DRIVE
+        reached = self.run_until(lambda s: s.bms_state() == target, timeout_s)
+        if reached is None:
+            raise RuntimeError(f"BMS did not reach {target.name} within {timeout_s} s")
+        return reached
+
+
+class System(DriverControls):
     """All nodes of one simulated vehicle, stepped together; use as a context manager."""
 
     def __init__(self, config: SystemConfig | None = None) -> None:
@@ -111,34 +159,13 @@ class System:
             self.pack.set_load_power(self.vcu.power_demand_w(self.requested_power_w, link_v, now))
 
     def run(self, duration_s: float) -> None:
-        """Step for ``duration_s`` of simulated time with the current inputs."""
+        """Step for ``duration_s`` of simulated time (a whole number of ticks)."""
         for _ in range(int(round(duration_s / self.config.dt_s))):
             self.step()
 
-    def run_until(self, condition: Any, timeout_s: float) -> float | None:
-        """Step until ``condition(self)`` holds; returns the time, or None after ``timeout_s``."""
-        end = self.time_s + timeout_s
-        while self.time_s < end - 1e-9:
-            self.step()
-            if condition(self):
-                return self.time_s
-        return None
-
-    # ------------------------------------------------------------------ driver's controls
-    def request(self, mode: RequestMode | str, clear_faults: bool = False) -> None:
-        """What the driver or the charging station asks the VCU for (standby, drive, charge)."""
-        mode = RequestMode[mode.upper()] if isinstance(mode, str) else RequestMode(mode)
-        self.charger_connected = mode == RequestMode.CHARGE
-        self.vcu.request(mode, clear_faults)
-
-    def start(self, mode: RequestMode | str = RequestMode.DRIVE, timeout_s: float = 10.0) -> float:
-        """Request ``mode`` and run until the BMS reports it with contactors closed."""
-        self.request(mode)
-        target = BmsState.CHARGE if self.charger_connected else BmsState.DRIVE
-        reached = self.run_until(lambda s: s.bms.out.state == target, timeout_s)
-        if reached is None:
-            raise RuntimeError(f"BMS did not reach {target.name} within {timeout_s} s")
-        return reached
+    def bms_state(self) -> BmsState:
+        """The BMS model's own state (the bench system reads it from the bus instead)."""
+        return self.bms.out.state
 
     # ------------------------------------------------------------------ teardown
     def close(self) -> None:

@@ -13,6 +13,7 @@ driver timeouts compare frame times with the ``now_s`` of the loop.
 from __future__ import annotations
 
 import collections
+import threading
 from typing import Any
 
 import can
@@ -52,9 +53,8 @@ class BusView:
         """Every frame waiting for this view (after one poll of the interface), oldest first."""
         self._owner.poll(0.0)
         queue = self._queue
-        frames = list(queue)
-        queue.clear()
-        return frames
+        # popleft, not list() + clear(): a transmit thread may deliver a frame in between
+        return [queue.popleft() for _ in range(len(queue))]
 
     def _deliver(self, msg: can.Message) -> None:
         if len(self._queue) == self._queue.maxlen:
@@ -98,6 +98,9 @@ class SharedBus:
         self.frames_out = 0
         self.send_errors = 0
         self._is_shutdown = False
+        # Frames go out from a transmit thread and, rarely, the main loop: one sender at a time
+        # (python-can lets send and recv run in parallel, not two sends on every interface).
+        self._send_lock = threading.Lock()
 
     def view(self, name: str = "") -> BusView:
         """A new endpoint for one local node (or an observer)."""
@@ -128,17 +131,20 @@ class SharedBus:
     def _send(self, origin: BusView, msg: can.Message, timeout: float | None) -> None:
         if self.channel is not None:
             msg.channel = self.channel
-        try:
-            self.bus.send(msg, timeout)
-        except can.CanError:
-            # A full TX queue or bus-off on real hardware: count it; the receivers' E2E timeouts
-            # are what a real network would see, so the loop must not die on it.
-            self.send_errors += 1
-            return
-        self.frames_out += 1
-        for view in self._views:
-            if view is not origin:
-                view._deliver(msg)
+        with self._send_lock:
+            if self._is_shutdown:
+                return
+            try:
+                self.bus.send(msg, timeout)
+            except can.CanError:
+                # A full TX queue or bus-off on real hardware: count it; the receivers' E2E
+                # timeouts are what a real network would see, so the loop must not die on it.
+                self.send_errors += 1
+                return
+            self.frames_out += 1
+            for view in self._views:
+                if view is not origin:
+                    view._deliver(msg)
 
     def _detach(self, view: BusView) -> None:
         if view in self._views:
@@ -146,10 +152,12 @@ class SharedBus:
 
     def shutdown(self) -> None:
         """Shut the interface down (idempotent)."""
-        if not self._is_shutdown:
+        with self._send_lock:
+            if self._is_shutdown:
+                return
             self._is_shutdown = True
             self._views.clear()
-            self.bus.shutdown()
+        self.bus.shutdown()
 
     def __enter__(self) -> SharedBus:
         return self

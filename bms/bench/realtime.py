@@ -1,12 +1,14 @@
-"""Real-time pacing for bench runs: one loop of absolute deadlines, lateness statistics, budget.
+"""Real-time pacing for bench runs: absolute deadlines, frames sent ahead of the work, budget.
 
-The loop ticks at ``t0 + k * tick_s`` on a monotonic clock: it sleeps until shortly before each
-deadline and spins the last ``spin_s`` (``time.sleep`` alone overshoots by 50-100 us on Linux and
-far more elsewhere). A tick whose deadline has already passed by a whole period is skipped and
-counted, never run twice to catch up; the nodes' schedulers are stepped with ``catch_up=False``
-for the same reason, so a late loop sends each cyclic frame once, late, instead of a burst.
-The lateness of every cyclic frame is what the nodes' schedulers record; :class:`TimingReport`
-joins them with the loop's own tick lateness and overruns and checks a :class:`JitterBudget`.
+Two threads. The main loop ticks at ``t0 + k * tick_s`` on a monotonic clock: the nodes receive
+and run their tasks, the plant steps to the next deadline, and every node fills and encodes the
+cyclic slots of the tick after (:meth:`Node.prepare`). The :class:`~bms.bench.transmit.TxThread`
+sends each at its own deadline, so no frame waits for the plant or the BMS tasks, whatever its
+phase, and wakes the loop once the frames due at its deadline have left. A tick whose deadline
+has passed by a whole period is skipped and counted, never run twice; a slot overtaken before it
+was prepared is sent once, late, and counted missed, never as a burst. :class:`TimingReport`
+joins the lateness of every frame with the loop's own tick lateness and overruns and checks a
+:class:`JitterBudget`.
 
 :class:`BenchSystem` is the real-time counterpart of :class:`bms.sim.system.System` with the same
 driver API (``step``, ``run``, ``run_until``, ``request``, ``start``, ``requested_power_w``,
@@ -16,8 +18,6 @@ driver API (``step``, ``run``, ``run_until``, ``request``, ``start``, ``requeste
 
 from __future__ import annotations
 
-import functools
-import inspect
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -26,8 +26,10 @@ from typing import Any
 
 import can
 import numpy as np
+import numpy.ma  # noqa: F401 - np.nanmedian imports it on first use: 15 ms inside the first tick
 
 from bms.bench.buses import BusView, SharedBus
+from bms.bench.transmit import TxThread
 from bms.can.clock import WallClock
 from bms.can.node import Node
 from bms.config import Section
@@ -41,10 +43,17 @@ from bms.pack.node import PackNode, PackNodeParams
 from bms.sim.system import DriverControls, SystemConfig
 from bms.vehicle import ChargerNode, VcuNode, load_vehicle
 
-#: Default last stretch before a deadline that is spun instead of slept (s); measured with
-#: tools/bench_jitter.py: sleeping to the deadline gives p99 ~0.1-0.2 ms on an idle Linux box,
-#: spinning the last 0.2 ms brings p99 under 0.05 ms for ~2 % of one core at a 10 ms tick.
-DEFAULT_SPIN_S = 0.0002
+#: Default last stretch before a deadline that :class:`MonotonicClock` spins instead of sleeping
+#: (s). Zero: frames leave from the transmit thread, and a loop spinning (holding the GIL) when
+#: the thread wakes for the same deadline would only delay them.
+DEFAULT_SPIN_S = 0.0
+
+
+#: Phases of the pack node's cyclic messages on a bench (s): one message per millisecond, half a
+#: millisecond off the BMS's (phase step 1 ms from 0), so the 24 frames of CellVoltages never
+#: meet another slot. In simulated time every phase is 0 and frames go out on the 10 ms tick.
+PACK_PHASE_STEP_S = 1e-3
+PACK_PHASE_OFFSET_S = 0.5e-3
 
 
 class MonotonicClock(WallClock):
@@ -165,8 +174,8 @@ class DeadlineLoop:
         self._tick_ns = round(tick_s * 1e9)
         self._t0_ns = round((self.clock.now_s() if start_s is None else start_s) * 1e9)
         self.k = 0
-        #: Endpoints whose cyclic deadlines between ticks are served on time (phase offsets).
-        self.endpoints: list[Node] = []
+        #: How the loop waits for a deadline: the clock's, or a transmit thread's pacing.
+        self.sleep_until: Callable[[float], None] = self.clock.sleep_until
         self.tick_lateness_s: list[float] = []
         self.overruns = 0
         self.skipped = 0
@@ -197,31 +206,11 @@ class DeadlineLoop:
                 self.skipped += latest - k
                 k = latest
         deadline = self.deadline_s(k)
-        if self.endpoints:
-            self._serve_until(deadline)
-        clock.sleep_until(deadline)
+        self.sleep_until(deadline)
         now = clock.now_s()
         self.k = k
         self.tick_lateness_s.append(now - deadline)
         return now
-
-    def _serve_until(self, deadline_s: float) -> None:
-        """Send the frames whose slots fall between ticks, each at its own deadline.
-
-        Only the endpoints are stepped (receive, send due frames): the tasks and the plant run
-        on the ticks. Without this a message with a 1 ms phase would wait up to a whole tick.
-        """
-        endpoints = self.endpoints
-        clock = self.clock
-        while True:
-            due_s = min(ep.scheduler.next_deadline_s() for ep in endpoints)
-            if due_s >= deadline_s - 1e-9:
-                return
-            clock.sleep_until(due_s)
-            now = clock.now_s()
-            for ep in endpoints:
-                if ep.scheduler.next_deadline_s() <= now:
-                    ep.step(now, catch_up=False)
 
     def run(
         self,
@@ -248,29 +237,12 @@ def endpoints_of(node: Any) -> list[Node]:
     return [ep for ep in (getattr(node, "pack", None), getattr(node, "vehicle", None)) if ep]
 
 
-def without_catch_up(node: Any) -> Callable[[float], Any]:
-    """A ``step(now_s)`` for ``node`` that never bursts missed cyclic slots (wall clock).
-
-    Nodes whose ``step`` takes ``catch_up`` get ``catch_up=False``; a node that steps its own
-    endpoints (the BMS node) has each endpoint's ``step`` bound with ``catch_up=False``.
-    """
-    if "catch_up" in inspect.signature(node.step).parameters:
-        return functools.partial(node.step, catch_up=False)
-    for endpoint in endpoints_of(node):
-        if endpoint is not node:
-            endpoint.step = functools.partial(type(endpoint).step, endpoint, catch_up=False)  # type: ignore[method-assign]
-    return node.step
-
-
-def timing_report(nodes: Iterable[Any], loop: DeadlineLoop) -> TimingReport:
-    """Frame lateness of every scheduler in ``nodes`` plus the loop's tick statistics."""
-    lateness: list[float] = []
-    missed = 0
-    for node in nodes:
-        for endpoint in endpoints_of(node):
-            lateness.extend(endpoint.scheduler.lateness_s)
-            missed += sum(endpoint.scheduler.missed.values())
-    n, p50, p99, mx = _stats(lateness)
+def timing_report(nodes: Iterable[Any], loop: DeadlineLoop, tx: TxThread) -> TimingReport:
+    """Lateness of every cyclic frame ``tx`` sent, slots missed by ``nodes``, tick statistics."""
+    missed = sum(
+        sum(endpoint.scheduler.missed.values()) for node in nodes for endpoint in endpoints_of(node)
+    )
+    n, p50, p99, mx = _stats(tx.lateness_s)
     nt, t50, t99, tmx = _stats(loop.tick_lateness_s)
     return TimingReport(n, p50, p99, mx, missed, nt, t50, t99, tmx, loop.overruns, loop.skipped)
 
@@ -310,6 +282,8 @@ class BenchSystem(DriverControls):
             seed=cfg.seed,
             start_s=start,
             params=pack_node_params,
+            phase_step_s=PACK_PHASE_STEP_S,
+            phase_offset_s=PACK_PHASE_OFFSET_S,
         )
         self.bms: Bms | None = None
         self.bms_node: BmsNode | None = None
@@ -344,27 +318,17 @@ class BenchSystem(DriverControls):
         self.nodes: list[Any] = [
             n for n in (self.pack_node, self.bms_node, self.vcu, self.charger) if n is not None
         ]
-        # Per tick, frames that are ready go first and work that delays them last: the BMS's
-        # endpoints send their due frames (outputs of the previous tick, as firmware that
-        # transmits at the start of its cycle), then VCU, charger, the pack node (samples the
-        # plant), and only then the BMS's tasks (~1.3 ms every 100 ms) and the physics.
-        steps: list[tuple[str, Callable[[float], Any]]] = [
-            (name, without_catch_up(n))
-            for name, n in (("vcu", self.vcu), ("charger", self.charger), ("pack", self.pack_node))
-        ]
-        if self.bms_node is not None:
-            presend = [
-                ("bms", functools.partial(ep.step, catch_up=False))
-                for ep in endpoints_of(self.bms_node)
-            ]
-            steps = [*presend, *steps, ("bms", without_catch_up(self.bms_node))]
-        self._named_steps = steps
         self._by_name: dict[str, Any] = {
             "pack": self.pack_node,
             "vcu": self.vcu,
             "charger": self.charger,
             "bms": self.bms_node,
         }
+        #: Sends every local node's frames at their deadlines and paces the loop (started by the
+        #: first step).
+        self.tx = TxThread(self.clock)
+        self.tx.attach([ep for n in self.nodes for ep in endpoints_of(n)])
+        self.loop.sleep_until = self.tx.sleep_until
         #: Local nodes stopped by :meth:`stop_node` (they send and read nothing).
         self.stopped: set[str] = set()
         self._apply_stops()
@@ -399,29 +363,30 @@ class BenchSystem(DriverControls):
         if self._by_name.get(name) is None:
             raise ValueError(f"no local {name!r} node to stop (external DUT?)")
         self.stopped.add(name)
+        for endpoint in endpoints_of(self._by_name[name]):
+            self.tx.mute(endpoint)  # frames already prepared die with it
         self._apply_stops()
 
     def resume_node(self, name: str) -> None:
         """Undo :meth:`stop_node`; the node starts with an empty receive queue."""
         if name in self.stopped:
             self.stopped.discard(name)
-            for view in self._views_of(name):
-                view.drain()
+            for endpoint in endpoints_of(self._by_name[name]):
+                endpoint.bus.drain()
+                self.tx.unmute(endpoint)
             self._apply_stops()
 
-    def _views_of(self, name: str) -> list[Any]:
-        return [ep.bus for ep in endpoints_of(self._by_name[name])]
-
     def _apply_stops(self) -> None:
-        stopped = self.stopped
-        self._steps = [step for name, step in self._named_steps if name not in stopped]
-        self.loop.endpoints = [
-            ep
-            for name, n in self._by_name.items()
-            if n is not None and name not in stopped
-            for ep in endpoints_of(n)
+        running = [(name, n) for name, n in self._by_name.items() if n is not None]
+        running = [(name, n) for name, n in running if name not in self.stopped]
+        # The order of the simulated system: the vehicle side, the pack's electronics (they
+        # sample the plant), then the BMS (reads what they sent, runs its tasks).
+        order = ("vcu", "charger", "pack", "bms")
+        self._steps = [n.step for name, n in sorted(running, key=lambda r: order.index(r[0]))]
+        self._preparers = [n.prepare for _, n in running]
+        self._stopped_views = [
+            ep.bus for name in sorted(self.stopped) for ep in endpoints_of(self._by_name[name])
         ]
-        self._stopped_views = [view for name in sorted(stopped) for view in self._views_of(name)]
 
     # ------------------------------------------------------------------ stepping
     @property
@@ -430,15 +395,20 @@ class BenchSystem(DriverControls):
         return self._last_s - self.loop.start_s
 
     def step(self) -> None:
-        """Wait for the next deadline; nodes first (frames leave on time), then the physics.
+        """Wait for the next deadline; nodes receive and work, the plant steps, frames are prepared.
 
         The plant runs on the deadline grid one tick ahead: after the nodes of tick ``t`` it
-        integrates ``t -> t + tick`` under the load just set, so the nodes of the next tick see
-        the plant at their deadline, as in the simulated system (physics ``t - tick -> t``, then
-        nodes), while the frames of tick ``t`` do not wait for the physics. Skipped ticks are
-        integrated before the nodes run.
+        integrates ``t -> t + tick`` under the load just set, then every node prepares the slots
+        of ``[t + tick, t + 2 tick)``, so the pack's sensor frames carry the plant at their
+        deadline, as in the simulated system, and the BMS's frames its outputs of tick ``t``
+        (firmware that transmits what its last task wrote). Skipped ticks are integrated before
+        the nodes run.
         """
-        loop = self.loop
+        loop, tx = self.loop, self.tx
+        tx.check()
+        if not loop.k:
+            tx.start()
+            self._prepare(loop.deadline_s(2))  # what each later tick has ready: two ticks
         now = loop.wait()
         deadline = loop.deadline_s(loop.k)
         if deadline - self._plant_s > 1e-9:
@@ -449,10 +419,8 @@ class BenchSystem(DriverControls):
             shared.poll(0.0)
         for view in self._stopped_views:
             view.drain()  # a dead node reads nothing: what reaches it is lost
-        clock = self.clock
         for step in self._steps:
-            # each node at the time it really runs: its frames' lateness is what the bus sees
-            step(max(now, clock.now_s()))
+            step(now)
         link_v = self.pack.link_voltage_v
         if self.charger_connected:
             self.pack.set_load_current(self.charger.current_demand_a(link_v, now))
@@ -460,6 +428,12 @@ class BenchSystem(DriverControls):
             self.pack.set_load_power(self.vcu.power_demand_w(self.requested_power_w, link_v, now))
         self.pack.step(loop.tick_s)
         self._plant_s = deadline + loop.tick_s
+        self._prepare(loop.deadline_s(loop.k + 2))
+
+    def _prepare(self, until_s: float) -> None:
+        now = self.clock.now_s()
+        for prepare in self._preparers:
+            prepare(now, until_s)
 
     def bms_state(self) -> BmsState | None:
         """The BMS state as the vehicle sees it on the bus (works for an external DUT too)."""
@@ -471,7 +445,7 @@ class BenchSystem(DriverControls):
     # ------------------------------------------------------------------ timing
     def timing_report(self) -> TimingReport:
         """Lateness of every cyclic frame sent by the local nodes, ticks and overruns."""
-        return timing_report(self.nodes, self.loop)
+        return timing_report(self.nodes, self.loop, self.tx)
 
     def check_budget(self, budget: JitterBudget) -> list[str]:
         """Budget violations of the run so far (empty: within budget)."""
@@ -479,7 +453,8 @@ class BenchSystem(DriverControls):
 
     # ------------------------------------------------------------------ teardown
     def close(self) -> None:
-        """Shut every interface down (idempotent)."""
+        """Stop the transmit thread, then shut every interface down (idempotent)."""
+        self.tx.stop()
         for shared in self.shared:
             shared.shutdown()
 

@@ -4,13 +4,22 @@ Like python-can's ``BusABC``, public methods (:meth:`Node.step`, :meth:`Node.sen
 protected hooks a subclass implements: :meth:`Node._fill` gives the values of a due cyclic
 message, :meth:`Node._on_frame` consumes a received, checked and decoded frame, and
 :meth:`Node._on_violation` is told about every E2E violation. Nodes never call each other.
+
+Two ways out for cyclic frames. Simulated time: :meth:`Node.step` fills, encodes, protects and
+sends each due frame itself. Real time: with an :class:`Outbox` set, :meth:`Node.step` only
+receives and :meth:`Node.prepare` fills and encodes the slots of the next tick ahead of time; the
+outbox (a transmit thread, like a CAN driver's TX interrupt) protects and sends each at its
+deadline, so a frame never waits for the plant or the BMS tasks. Event frames always leave at
+once from :meth:`Node.send_event`; protecting and sending hold :attr:`Node._tx_lock`, so alive
+counters reach the bus in order whichever thread sends.
 """
 
 from __future__ import annotations
 
 import queue
+import threading
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import can
 import numpy as np
@@ -27,6 +36,21 @@ from bms.errors import InputError
 FillValues = Mapping[str, float] | Sequence[float] | np.ndarray | tuple[np.ndarray, Mapping]
 
 
+class Frames(list):
+    """What :meth:`Node._fill` returns for several frames of one plain message in one slot.
+
+    E.g. one BmsFaults frame per active fault: they leave together, in order, at the slot.
+    """
+
+
+class Outbox(Protocol):
+    """Where a real-time node hands its encoded cyclic slots (see :mod:`bms.bench.transmit`)."""
+
+    def put(self, node: Node, name: str, payloads: list[bytes], deadline_s: float) -> None:
+        """Send ``payloads`` of message ``name`` at ``deadline_s`` (at once if passed)."""
+        ...
+
+
 class Node:
     """Base of the pack, BMS and vehicle nodes; subclasses implement the three hooks."""
 
@@ -39,6 +63,7 @@ class Node:
         *,
         e2e_config: E2EConfig | None = None,
         phase_step_s: float = 0.0,
+        phase_offset_s: float = 0.0,
         start_s: float = 0.0,
         busload: BusLoadMeter | None = None,
         seed: int = 0,
@@ -57,13 +82,18 @@ class Node:
         self._sender_list = list(self.senders.values())
         self._timed_receivers = [r for r in self.receivers.values() if r.timeout_s is not None]
         self.scheduler = CyclicScheduler.from_periods(
-            periods_from(codecs[n] for n in self.senders), phase_step_s, start_s
+            periods_from(codecs[n] for n in self.senders), phase_step_s, start_s, phase_offset_s
         )
         self.busload = busload
         self.events: list[E2EViolation] = []
         self.frames_sent = 0
         self.frames_received = 0
         self.frames_ignored = 0  # IDs this node does not receive
+        #: Real time: where :meth:`prepare` hands the encoded cyclic slots (None: cyclic frames
+        #: are sent from :meth:`step` in the caller's thread).
+        self.outbox: Outbox | None = None
+        # Held while a transmit thread protects and sends, and while faults are switched.
+        self._tx_lock = threading.Lock()
         # python-can's virtual bus keeps received frames in a queue.Queue: its size says how many
         # recv() calls will find a frame, so a poll with nothing pending costs one len() instead
         # of a timed-out blocking get. Other interfaces are polled until recv() returns None.
@@ -86,30 +116,72 @@ class Node:
         """Receive and check pending frames, report timeouts, then send due and delayed frames.
 
         ``catch_up`` follows the clock: True on a simulated clock, False on the wall clock.
+        With an :attr:`outbox` nothing is sent here: :meth:`prepare` hands the slots over.
         """
-        self._receive_pending()
-        self._poll_timeouts(now_s)
+        self.receive(now_s)
+        if self.outbox is not None:
+            self.release_delayed(now_s)
+            return
         for due in self.scheduler.due(now_s, catch_up):
             stamp = due.deadline_s if catch_up else now_s
-            self._transmit(due.name, self._fill(due.name, due.deadline_s), stamp)
-        for sender in self._sender_list:
-            if sender._delayed:  # the pending count without a property call per sender and tick
-                for frame in sender.release(now_s):
-                    self._put(frame)
+            payloads = self._encode(due.name, self._fill(due.name, due.deadline_s))
+            self._send_payloads(due.name, payloads, stamp)
+        self.release_delayed(now_s)
+
+    def receive(self, now_s: float) -> None:
+        """The receive half of :meth:`step`: pending frames, then receive timeouts."""
+        self._receive_pending()
+        self._poll_timeouts(now_s)
+
+    def prepare(self, now_s: float, until_s: float) -> None:
+        """Real time: fill and encode every cyclic slot due before ``until_s``, for the outbox.
+
+        Call once per tick with ``until_s`` one tick past the next deadline: each slot is filled
+        from the state at hand (at most a tick old) and leaves at its own deadline. Slots already
+        overtaken at ``now_s`` go once, late; older ones are counted missed (no bursts).
+        """
+        outbox = self.outbox
+        if outbox is None:
+            raise RuntimeError("Node.prepare needs an outbox (real-time mode)")
+        for due in self.scheduler.upcoming(now_s, until_s):
+            payloads = self._encode(due.name, self._fill(due.name, due.deadline_s))
+            outbox.put(self, due.name, payloads, due.deadline_s)
 
     def send_event(self, name: str, values: FillValues, time_s: float) -> None:
         """Send an event (or on-change) message now, through its E2E sender and faults."""
         if name not in self.senders:
             raise InputError(f"node does not transmit message {name!r}")
-        self._transmit(name, values, time_s)
+        payloads = self._encode(name, values)
+        with self._tx_lock:
+            self._send_payloads(name, payloads, time_s)
+
+    def send_prepared(self, name: str, payloads: list[bytes], stamp_s: float) -> int:
+        """Protect and send payloads prepared earlier, stamped ``stamp_s`` (transmit thread).
+
+        Returns the number of frames put on the bus (a DROP or STOP fault sends none).
+        """
+        with self._tx_lock:
+            return self._send_payloads(name, payloads, stamp_s)
+
+    def release_delayed(self, now_s: float) -> None:
+        """Send the frames a DELAY fault held back whose time has come."""
+        for sender in self._sender_list:
+            if sender._delayed:  # the pending count without a property call per sender and tick
+                with self._tx_lock:
+                    for frame in sender.release(now_s):
+                        self._put(frame)
 
     def inject(self, name: str, fault: TxFault | str, **params: float) -> None:
         """Switch a sender-side fault on for message ``name`` (see :class:`E2ESender`)."""
-        self._sender(name).inject(fault, **params)
+        sender = self._sender(name)
+        with self._tx_lock:
+            sender.inject(fault, **params)
 
     def clear(self, name: str, fault: TxFault | str | None = None) -> None:
         """Switch one fault (or all) off for message ``name``."""
-        self._sender(name).clear(fault)
+        sender = self._sender(name)
+        with self._tx_lock:
+            sender.clear(fault)
 
     def close(self) -> None:
         """Shut the bus endpoint down."""
@@ -128,19 +200,31 @@ class Node:
         except KeyError:
             raise InputError(f"node does not transmit message {name!r}") from None
 
-    def _transmit(self, name: str, values: FillValues, time_s: float) -> None:
-        sender = self.senders[name]
-        codec = sender.codec
+    def _encode(self, name: str, values: FillValues) -> list[bytes]:
+        """Payloads (before E2E) of one slot of ``name``: one per frame, in sending order."""
+        codec = self.codecs[name]
+        if isinstance(values, Frames):
+            return [codec.encode(v) for v in values]
         if codec.mux is not None and not isinstance(values, Mapping):
             common = None
             if isinstance(values, tuple):
                 values, common = values
-            payloads = codec.encode_groups(np.asarray(values), common)
-        else:
-            payloads = [codec.encode(values)]  # type: ignore[arg-type]
+            return codec.encode_groups(np.asarray(values), common)
+        return [codec.encode(values)]  # type: ignore[arg-type]
+
+    def _send_payloads(self, name: str, payloads: list[bytes], time_s: float) -> int:
+        """Protect each payload (counter, CRC, injected faults), put the frames on the bus.
+
+        Returns how many frames went out.
+        """
+        sender = self.senders[name]
+        put = self._put
+        count = 0
         for payload in payloads:
             for frame in sender.transmit(payload, time_s):
-                self._put(frame)
+                put(frame)
+                count += 1
+        return count
 
     def _put(self, frame: TxFrame) -> None:
         self.bus.send(

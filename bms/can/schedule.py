@@ -68,15 +68,20 @@ class CyclicScheduler:
 
     @classmethod
     def from_periods(
-        cls, periods_s: Mapping[str, float], phase_step_s: float = 0.0, start_s: float = 0.0
+        cls,
+        periods_s: Mapping[str, float],
+        phase_step_s: float = 0.0,
+        start_s: float = 0.0,
+        phase_offset_s: float = 0.0,
     ) -> CyclicScheduler:
-        """Scheduler for ``{name: period_s}``; the i-th message gets phase ``i*step mod period``.
+        """Scheduler for ``{name: period_s}``; message i gets phase ``offset + i*step mod period``.
 
         A phase step spreads the bus load (foxBMS offsets its periodic messages the same way).
         """
         scheduler = cls(start_s)
         for i, (name, period_s) in enumerate(periods_s.items()):
-            phase = (round(i * phase_step_s * 1e9) % round(period_s * 1e9)) / 1e9
+            phase_ns = round((phase_offset_s + i * phase_step_s) * 1e9)
+            phase = (phase_ns % round(period_s * 1e9)) / 1e9
             scheduler.add(name, period_s, phase)
         return scheduler
 
@@ -89,12 +94,13 @@ class CyclicScheduler:
         """Earliest pending deadline (inf when nothing is scheduled)."""
         return self._heap[0][0] / 1e9 if self._heap else float("inf")
 
-    def due(self, now_s: float, catch_up: bool = True) -> list[Due]:
+    def due(self, now_s: float, catch_up: bool = True, record: bool = True) -> list[Due]:
         """Slots due at or before ``now_s``, in deadline order.
 
         ``catch_up=True`` (simulated clock): every passed slot is returned once. ``False`` (wall
         clock): of several passed slots of one message only the latest is returned, the older ones
-        are counted in :attr:`missed`.
+        are counted in :attr:`missed`. ``record=False`` leaves :attr:`lateness_s` alone (slots
+        handed to a transmit thread, which records when they really leave).
         """
         now_ns = round(now_s * 1e9)
         heap = self._heap
@@ -109,12 +115,26 @@ class CyclicScheduler:
                     entry.k = latest_k
                     deadline_ns = self._start_ns + entry.phase_ns + entry.k * entry.period_ns
             lateness = (now_ns - deadline_ns) / 1e9
-            self.lateness_s.append(lateness)
+            if record:
+                self.lateness_s.append(lateness)
             out.append(Due(entry.name, deadline_ns / 1e9, lateness))
             entry.k += 1
             heapq.heappush(
                 heap, (self._start_ns + entry.phase_ns + entry.k * entry.period_ns, index)
             )
+        return out
+
+    def upcoming(self, now_s: float, until_s: float) -> list[Due]:
+        """Wall clock, prepared ahead: the slots with deadlines before ``until_s``.
+
+        Slots already passed at ``now_s`` are handled as by ``due(now_s, catch_up=False)`` (only
+        the latest of each message, the older ones counted missed); the future ones are all
+        returned, each once. Nothing is recorded: the sender records the real lateness.
+        """
+        out = self.due(now_s, catch_up=False, record=False)
+        until_ns = round(until_s * 1e9) - 1  # exclusive: a slot at until_s is the next call's
+        if until_ns > round(now_s * 1e9):
+            out += self.due(until_ns / 1e9, catch_up=True, record=False)
         return out
 
     def lateness(self) -> LatenessStats:

@@ -26,13 +26,15 @@ import can.cli
 from bms.bench.buses import BusView, SharedBus
 from bms.bench.realtime import (
     DEFAULT_SPIN_S,
+    PACK_PHASE_OFFSET_S,
+    PACK_PHASE_STEP_S,
     DeadlineLoop,
     JitterBudget,
     MonotonicClock,
     endpoints_of,
     timing_report,
-    without_catch_up,
 )
+from bms.bench.transmit import TxThread
 from bms.config import load_yaml
 from bms.errors import InputError
 from bms.firmware.bms import Bms
@@ -142,13 +144,21 @@ def _build_pack(
     params = None
     if args.node_params is not None:
         params = PackNodeParams.from_section(load_yaml(args.node_params))
-    node = PackNode(shared.view("pack"), pack, seed=args.seed, params=params, start_s=0.0)
-    step = without_catch_up(node)
+    node = PackNode(
+        shared.view("pack"),
+        pack,
+        seed=args.seed,
+        params=params,
+        start_s=0.0,
+        phase_step_s=PACK_PHASE_STEP_S,
+        phase_offset_s=PACK_PHASE_OFFSET_S,
+    )
 
     def tick(now_s: float, dt_s: float) -> None:
-        pack.step(dt_s)
-        step(now_s)
+        # dt_s: from the plant's time to the next deadline (the frames prepared next sample it)
+        node.step(now_s)
         pack.set_load_current(args.load_current if any(pack.contactors_closed[:2]) else 0.0)
+        pack.step(dt_s)
         for event in printer.new(node.driver_events, node.driver_events):
             printer.say(event.time_s, "pack", event.kind.value)
         for event in printer.new(node.events, node.events):
@@ -163,11 +173,10 @@ def _build_bms(
     config = load_bms_config(args.config)
     bms = Bms(config, stored_soc=args.stored_soc)
     node = BmsNode(pack_bus.view("bms-pack"), vehicle_bus.view("bms-vehicle"), config, bms=bms)
-    step = without_catch_up(node)
     last_state: list[Any] = [None]
 
     def tick(now_s: float, dt_s: float) -> None:
-        out = step(now_s)
+        out = node.step(now_s)
         if out.state != last_state[0]:
             last_state[0] = out.state
             printer.say(now_s, "bms", f"state {out.state.name}")
@@ -184,11 +193,10 @@ def _build_vehicle(
     vehicle = load_vehicle(args.vehicle)
     vcu = VcuNode(shared.view("vcu"), params=vehicle.vcu, seed=args.seed)
     vcu.request(RequestMode[args.request.upper()])
-    step = without_catch_up(vcu)
     last_state: list[Any] = [None]
 
     def tick(now_s: float, dt_s: float) -> None:
-        step(now_s)
+        vcu.step(now_s)
         state = vcu.latest.get("BmsState", {}).get("BmsState")
         if state != last_state[0]:
             last_state[0] = state
@@ -207,6 +215,8 @@ def run_node(args: argparse.Namespace) -> int:
     shared: list[SharedBus] = []
     logger: can.Listener | None = None
     loop = DeadlineLoop(args.tick_ms / 1e3, clock, start_s=0.0)
+    tx = TxThread(clock)  # sends the cyclic frames at their deadlines, paces the loop
+    loop.sleep_until = tx.sleep_until
     nodes: list[Any] = []
     try:
         main_bus = SharedBus(open_bus_from_args(args), clock)
@@ -225,17 +235,25 @@ def run_node(args: argparse.Namespace) -> int:
             nodes, tick = _build_bms(args, main_bus, vehicle_bus, printer)
         else:
             nodes, tick = _build_vehicle(args, main_bus, printer)
-        loop.endpoints = [ep for n in nodes for ep in endpoints_of(n)]
+        tx.attach([ep for n in nodes for ep in endpoints_of(n)])
         clock.restart()  # opening buses and loading files took a while: time zero is now
         loop.restart(0.0)
+        tx.start()
+        for n in nodes:
+            n.prepare(0.0, loop.deadline_s(2))  # every tick keeps two ticks of slots ready
         print(f"bms node {args.role}: ready on {main_bus.channel_info}", flush=True)
-        last = [0.0]
+        plant_s = [0.0]
 
         def one_tick(now_s: float) -> None:
+            tx.check()
             for s in shared:
                 s.poll(0.0)
-            tick(now_s, now_s - last[0])
-            last[0] = now_s
+            ahead = loop.deadline_s(loop.k + 1)
+            tick(now_s, ahead - plant_s[0])
+            plant_s[0] = ahead
+            until = loop.deadline_s(loop.k + 2)
+            for n in nodes:
+                n.prepare(clock.now_s(), until)
             if logger is not None:
                 for view in observers:
                     while (msg := view.recv(0.0)) is not None:
@@ -246,11 +264,12 @@ def run_node(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             printer.say(clock.now_s(), args.role, "interrupted")
     finally:
+        tx.stop()
         if logger is not None:
             logger.stop()
         for s in shared:
             s.shutdown()
-    report = timing_report(nodes, loop)
+    report = timing_report(nodes, loop, tx)
     budget = JitterBudget(args.jitter_p99_ms / 1e3, args.jitter_max_ms / 1e3)
     violations = report.violations(budget)
     for line in violations:

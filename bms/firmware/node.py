@@ -19,7 +19,7 @@ import numpy as np
 from bms.can.codec import DbcCodecs, MessageCodec
 from bms.can.dbc import load_dbc
 from bms.can.e2e import E2EConfig, E2EViolation
-from bms.can.node import FillValues, Node
+from bms.can.node import FillValues, Frames, Node
 from bms.firmware.bms import Bms, BmsOutputs
 from bms.firmware.config import BmsConfig, load_bms_config
 
@@ -72,11 +72,6 @@ class _Endpoint(Node):
 
     def _on_violation(self, event: E2EViolation) -> None:
         self._owner._on_violation(event)
-
-    def receive(self, now_s: float) -> None:
-        """The receive half of :meth:`Node.step`: pending frames, then receive timeouts."""
-        self._receive_pending()
-        self._poll_timeouts(now_s)
 
 
 class _MuxIndex:
@@ -153,7 +148,6 @@ class BmsNode:
         self._bal_groups = -(-cfg.series // n_bal)
         self._bal_buf = np.zeros(self._bal_groups * n_bal)
         self._last_state_key: tuple | None = None
-        self._extra_fault_frames: list[list[float]] = []
         self.state_events_sent = 0
         self.freeze_frames_sent = 0
         self._handlers = self._build_handlers()
@@ -170,9 +164,6 @@ class BmsNode:
         self._tick += 1
         self.pack.step(now_s)  # nothing new to receive in-process: sends the due frames
         self.vehicle.step(now_s)
-        for values in self._extra_fault_frames:  # BmsFaults slots 1.. (slot 0 was cyclic)
-            self.vehicle.send_event("BmsFaults", values, now_s)
-        self._extra_fault_frames.clear()
         if self._state_key(out) != self._last_state_key:
             self.vehicle.send_event("BmsState", self._fill_state(), now_s)  # at once on change
             self.state_events_sent += 1
@@ -192,6 +183,11 @@ class BmsNode:
             )
             self.freeze_frames_sent += 1
         return out
+
+    def prepare(self, now_s: float, until_s: float) -> None:
+        """Real time: hand both endpoints' slots due before ``until_s`` to their outboxes."""
+        self.pack.prepare(now_s, until_s)
+        self.vehicle.prepare(now_s, until_s)
 
     def close(self) -> None:
         """Shut both bus endpoints down."""
@@ -456,8 +452,8 @@ class BmsNode:
             PrechargeAttempts=min(out.precharge_attempts, 7),
         )
 
-    def _fill_faults(self) -> list[float]:
-        """Slot 0 goes out on the schedule; the further slots right after it (same time)."""
+    def _fill_faults(self) -> Frames:
+        """One frame per active fault (at most 63), all in the cyclic slot, slot 0 first."""
         faults = self.bms.out.faults
         count = min(len(faults), 63)
         frames = [
@@ -471,8 +467,7 @@ class BmsNode:
             )
             for k, f in enumerate(faults[:count])
         ] or [self._values("BmsFaults")]
-        self._extra_fault_frames = frames[1:]
-        return frames[0]
+        return Frames(frames)
 
 
 def open_bms_node(

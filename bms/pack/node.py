@@ -190,6 +190,7 @@ class PackNode(Node):
         params: PackNodeParams | None = None,
         e2e_config: E2EConfig | None = None,
         phase_step_s: float = 0.0,
+        phase_offset_s: float = 0.0,
         busload: BusLoadMeter | None = None,
     ) -> None:
         codecs = codecs if codecs is not None else DbcCodecs(load_dbc("pack"))
@@ -219,6 +220,7 @@ class PackNode(Node):
             rx=(CONTACTOR_CMD, BALANCING_CMD),
             e2e_config=e2e_config,
             phase_step_s=phase_step_s,
+            phase_offset_s=phase_offset_s,
             start_s=start_s,
             busload=busload,
             seed=seed,
@@ -431,23 +433,17 @@ class PackNode(Node):
     def _fill(self, name: str, time_s: float) -> FillValues:
         return self._fillers[name](time_s)
 
-    def _transmit(self, name: str, values: FillValues, time_s: float) -> None:
+    def _encode(self, name: str, values: FillValues) -> list[bytes]:
         """Multiplexed sensor messages: encode all groups, then OR in the per-group bit fields."""
         out = self._group_fields.get(name)
         if out is None or isinstance(values, Mapping):
-            super()._transmit(name, values, time_s)
-            return
-        codec = self.codecs[name]
-        payloads = codec.encode_groups(values, out.zero_common)  # type: ignore[arg-type]
+            return super()._encode(name, values)
+        payloads = self.codecs[name].encode_groups(values, out.zero_common)  # type: ignore[arg-type]
         words = np.frombuffer(b"".join(payloads), dtype="<u8").copy()
         for field_name, raw in out.raw.items():
             words |= raw << out.shift[field_name]
         buf = words.tobytes()
-        sender = self.senders[name]
-        put = self._put
-        for start in range(0, len(buf), 8):
-            for frame in sender.transmit(buf[start : start + 8], time_s):
-                put(frame)
+        return [buf[start : start + 8] for start in range(0, len(buf), 8)]
 
     def _sample_fast(self, time_s: float) -> None:
         """Read the 10 ms channels once per fast cycle."""

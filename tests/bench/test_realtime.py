@@ -1,21 +1,21 @@
 """Real-time loop: absolute deadlines without drift, skip-and-count instead of catch-up bursts,
-lateness statistics against the jitter budget, and the shared bench bus."""
+slots prepared ahead and sent on their deadlines by the transmit thread, lateness statistics
+against the jitter budget, and the shared bench bus."""
 
 from __future__ import annotations
+
+import threading
+import time
 
 import can
 import numpy as np
 import pytest
 
 from bms.bench.buses import SharedBus
-from bms.bench.realtime import (
-    DeadlineLoop,
-    JitterBudget,
-    MonotonicClock,
-    TimingReport,
-    without_catch_up,
-)
+from bms.bench.realtime import DeadlineLoop, JitterBudget, MonotonicClock, TimingReport
+from bms.bench.transmit import TxThread
 from bms.can import open_virtual_bus
+from bms.firmware.codes import RequestMode
 from bms.firmware.node import BmsNode
 from bms.vehicle import VcuNode
 
@@ -56,32 +56,110 @@ def test_a_long_tick_skips_passed_deadlines_once_instead_of_bursting():
     assert loop.wait() == pytest.approx(0.04)  # back on the grid
 
 
-def test_vcu_stepped_late_sends_one_request_and_counts_the_missed_slots():
+class RecordingOutbox:
+    """Keeps what a node hands over: (message, deadline, payloads)."""
+
+    def __init__(self) -> None:
+        self.slots: list[tuple[str, float, list[bytes]]] = []
+
+    def put(self, node, name, payloads, deadline_s):
+        self.slots.append((name, deadline_s, payloads))
+
+
+def test_prepare_hands_each_slot_over_once_ahead_and_skips_overtaken_ones():
     with open_virtual_bus("rt-vcu") as bus, open_virtual_bus("rt-vcu") as spy:
         vcu = VcuNode(bus)
-        step = without_catch_up(vcu)
-        step(0.0)
-        step(0.35)  # 100 ms message: slots 0.1 and 0.2 passed, 0.3 is the latest
-        frames = [m for m in iter(lambda: spy.recv(0.0), None) if m.arbitration_id == 0x210]
-        assert len(frames) == 2
-        assert vcu.scheduler.missed["VehicleRequest"] == 2
-        assert vcu.scheduler.lateness_s[-1] == pytest.approx(0.05)
+        vcu.request(RequestMode.DRIVE)
+        vcu.outbox = outbox = RecordingOutbox()
+        vcu.prepare(0.0, 0.2)  # 100 ms message: slots 0.0 and 0.1, each once
+        vcu.prepare(0.05, 0.2)
+        assert [(n, d) for n, d, _ in outbox.slots] == [
+            ("VehicleRequest", 0.0),
+            ("VehicleRequest", 0.1),
+        ]
+        vcu.step(0.15)  # receives; sends nothing itself: the outbox does
+        assert spy.recv(0.0) is None
+        outbox.slots.clear()
+        vcu.prepare(0.55, 0.6)  # late: 0.2 .. 0.5 passed, only the latest goes (once, late)
+        assert [d for _, d, _ in outbox.slots] == pytest.approx([0.5])
+        assert vcu.scheduler.missed["VehicleRequest"] == 3
+        assert vcu.scheduler.lateness_s == []  # the sender records when frames really leave
+        codec = vcu.codecs["VehicleRequest"]
+        (payload,) = outbox.slots[0][2]
+        assert codec.decode(payload)[codec.index["RequestMode"]] == int(RequestMode.DRIVE)
 
 
-def test_bms_node_on_the_wall_clock_does_not_burst_its_10ms_command():
-    with (
-        open_virtual_bus("rt-bp") as pack_bus,
-        open_virtual_bus("rt-bv") as veh_bus,
-        open_virtual_bus("rt-bp") as spy,
-    ):
+def test_bms_prepares_every_group_of_its_balancing_command_as_one_slot():
+    with open_virtual_bus("rt-bp") as pack_bus, open_virtual_bus("rt-bv") as veh_bus:
         node = BmsNode(pack_bus, veh_bus)
-        step = without_catch_up(node)
-        step(0.01)
-        step(0.055)  # 10 ms command: four slots passed (0.02 .. 0.05)
-        ids = [m.arbitration_id for m in iter(lambda: spy.recv(0.0), None)]
-        # one frame per step, for the latest passed slot: 0.01 (0.0 skipped), then 0.05
-        assert ids.count(0x100) == 2
-        assert node.pack.scheduler.missed["BmsContactorCmd"] == 1 + 3
+        node.pack.outbox = node.vehicle.outbox = outbox = RecordingOutbox()
+        node.prepare(0.0, 0.01)
+        slots = {name: payloads for name, _, payloads in outbox.slots}
+        groups = -(-node.config.series // node.pack.codecs["BmsBalancingCmd"].mux.slots)
+        assert len(slots["BmsBalancingCmd"]) == groups
+        assert len(slots["BmsContactorCmd"]) == 1
+
+
+class _TapNode(VcuNode):
+    """A VCU whose sent frames are kept with the thread that sent them."""
+
+    def __init__(self, bus) -> None:
+        super().__init__(bus)
+        self.sent: list[tuple[float, bytes, str]] = []
+
+    def _put(self, frame) -> None:
+        super()._put(frame)
+        self.sent.append((frame.time_s, frame.data, threading.current_thread().name))
+
+
+def test_transmit_thread_sends_on_the_deadlines_with_counters_in_wire_order():
+    clock = MonotonicClock()
+    with open_virtual_bus("rt-tx") as bus:
+        node = _TapNode(bus)
+        tx = TxThread(clock)
+        tx.attach([node])
+        node.prepare(0.0, 0.5)  # five 100 ms slots
+        with tx:
+            tx.sleep_until(0.25)
+            assert clock.now_s() >= 0.25
+            node.send_event("VehicleRequest", node._fill("VehicleRequest", 0.25), 0.25)
+            tx.sleep_until(0.45)
+        tx.check()
+        cyclic = [s for s in node.sent if s[2] == "bms-tx"]
+        assert [round(t, 1) for t, _, _ in cyclic] == [0.0, 0.1, 0.2, 0.3, 0.4]
+        late = np.asarray(tx.lateness_s)
+        assert late.size == 5 and late.min() >= 0.0 and late.max() < 0.02  # loaded CI box
+        codec = node.codecs["VehicleRequest"]
+        counters = [codec.decode(data)[codec.index["AliveCounter"]] for _, data, _ in node.sent]
+        assert len(counters) == 6  # the event went out from this thread, between two slots
+        assert all((b - a) % 16 == 1 for a, b in zip(counters, counters[1:], strict=False))
+
+
+def test_transmit_thread_drops_a_muted_nodes_frames_and_reports_its_own_failure():
+    clock = MonotonicClock()
+    with open_virtual_bus("rt-tx2") as bus:
+        node = _TapNode(bus)
+        tx = TxThread(clock)
+        tx.attach([node])
+        node.prepare(0.0, 0.3)
+        tx.mute(node)
+        with tx:
+            tx.sleep_until(0.25)
+        assert node.sent == [] and tx.lateness_s == []
+
+        def broken(*args):
+            raise OSError("interface gone")
+
+        node.send_prepared = broken  # type: ignore[method-assign]
+        tx = TxThread(MonotonicClock())
+        tx.attach([node])
+        node.prepare(0.25, 0.5)
+        with tx:
+            tx.sleep_until(0.1)  # returns: the failing thread never leaves the loop waiting
+            with pytest.raises(RuntimeError, match="interface gone"):
+                for _ in range(50):
+                    tx.check()
+                    time.sleep(0.01)
 
 
 def test_timing_report_checks_p99_max_and_overruns_against_the_budget():

@@ -447,6 +447,7 @@ class StateMachine:
         self._opening_for_fault = False  # OPENING demanded by a fault: no waiting for current
         self._error_latched = False  # the running opening ends in ERROR
         self._precharge_was_closed = False
+        self._opening_breaks = False  # the running opening started with something closed
         self._first_break = Contactor.PLUS
         self._opening_done = False
         self._last_opened_s: float | None = None
@@ -673,6 +674,9 @@ def _entry_closed(sm: StateMachine, inp: SmInputs) -> None:
 
 
 def _entry_opening(sm: StateMachine, inp: SmInputs) -> None:
+    # Anti-chatter counts openings that broke a circuit: a fault while everything was open (a
+    # BMS powered up before its pack, on a bench) must not hold the next precharge back.
+    sm._opening_breaks = any(sm._cmd) or inp.plus_closed or inp.minus_closed or inp.precharge_closed
     sm._precharge_was_closed = sm._cmd[Contactor.PRECHARGE] or inp.precharge_closed
     sm._cmd[Contactor.PRECHARGE] = False
     sm._opening_for_fault = sm._error_latched
@@ -759,7 +763,8 @@ def _during_opening(sm: StateMachine, inp: SmInputs) -> None:
         if all_open or sm._in_phase_s(now) >= sm.cfg.feedback_timeout_s:
             # A contactor still closed here is flagged welded by the monitor; ERROR follows.
             sm._opening_done = True
-            sm._last_opened_s = now
+            if sm._opening_breaks:
+                sm._last_opened_s = now
             if not all_open:
                 sm._error_latched = True
 

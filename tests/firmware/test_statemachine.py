@@ -391,6 +391,20 @@ def test_anti_chatter_delays_the_next_precharge_by_10_s():
     assert t_pre - t_standby == pytest.approx(CFG.precharge.anti_chatter_s, abs=DT_S + EPS)
 
 
+def test_a_fault_with_every_contactor_open_does_not_start_the_anti_chatter_wait():
+    # A BMS powered up before its pack (a bench): faults at once, opens nothing, leaves ERROR
+    # when the data comes; the first drive request must precharge at once, not 10 s later.
+    rig = Rig(mode=RequestMode.STANDBY)
+    rig.flags.update(fatal_fault_active=True, open_requested=True)
+    rig.until_state(BmsState.ERROR, 1.0)
+    rig.flags.update(fatal_fault_active=False, open_requested=False)
+    rig.until_state(BmsState.STANDBY, 1.0)
+    rig.mode = RequestMode.DRIVE
+    t_request = rig.now_s
+    t_pre = rig.until_state(BmsState.PRECHARGE, 1.0)
+    assert t_pre - t_request <= 2 * FRAME_PERIOD_S + DT_S  # the next request frame or two
+
+
 # -- precharge failure and retry -------------------------------------------------------------------
 
 

@@ -152,7 +152,7 @@ class TimingReport:
     def summary(self) -> str:
         """One human-readable line (milliseconds)."""
         return (
-            f"{self.frames} cyclic slots lateness p50 {self.frame_p50_s * 1e3:.3f} ms, "
+            f"{self.frames} cyclic frames lateness p50 {self.frame_p50_s * 1e3:.3f} ms, "
             f"p99 {self.frame_p99_s * 1e3:.3f} ms, max {self.frame_max_s * 1e3:.3f} ms, "
             f"{self.missed_slots} missed slots; {self.ticks} ticks, {self.overruns} overruns, "
             f"{self.skipped_ticks} skipped"

@@ -78,17 +78,15 @@ _Item = tuple[float, int, Node | None, str, list[bytes]]
 class TxThread:
     """One thread sending the prepared cyclic frames of every local node at their deadlines.
 
-    Implements :class:`bms.can.node.Outbox`. ``lateness_s`` holds, for every cyclic slot, the
-    time its first frame was handed to the interface minus the slot's deadline, on ``clock``;
-    ``burst_s`` how long the further frames of a multi-frame slot (the groups of a multiplexed
-    message) took after it, which is the interface's speed, not the schedule's. :meth:`check`
-    re-raises, in the caller's thread, an error that ended the thread.
+    Implements :class:`bms.can.node.Outbox`. ``lateness_s`` holds, for every cyclic frame, the
+    time it was handed to the interface minus its slot's deadline, on ``clock`` (the groups of a
+    multiplexed message share a slot and leave one after the other). :meth:`check` re-raises, in
+    the caller's thread, an error that ended the thread.
     """
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
         self.lateness_s: list[float] = []
-        self.burst_s: list[float] = []
         self.frames = 0
         self.error: BaseException | None = None
         # appended by the main thread, emptied by this one (both atomic under the GIL)
@@ -195,13 +193,11 @@ class TxThread:
                     if gate.locked():
                         gate.release()
                 elif id(node) not in muted:
-                    first = now_s()
-                    sent = node.send_prepared(name, payloads, first)
-                    if sent:
-                        lateness.append(first - deadline)
-                        self.frames += sent
-                        if len(payloads) > 1:
-                            self.burst_s.append(now_s() - first)
+                    for payload in payloads:
+                        stamp = now_s()
+                        if node.send_prepared(name, [payload], stamp):  # 0: a fault dropped it
+                            lateness.append(stamp - deadline)
+                            self.frames += 1
 
     def __enter__(self) -> TxThread:
         self.start()

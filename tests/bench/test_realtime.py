@@ -135,6 +135,25 @@ def test_transmit_thread_sends_on_the_deadlines_with_counters_in_wire_order():
         assert all((b - a) % 16 == 1 for a, b in zip(counters, counters[1:], strict=False))
 
 
+def test_a_frame_due_during_the_main_loops_work_leaves_on_time_not_after_it():
+    # VehicleRequest slots at 0.1 and 0.2 s; the main thread busy (pure Python, holding the
+    # GIL) from 0.09 to 0.11 and 0.19 to 0.21: the transmit thread must cut in.
+    clock = MonotonicClock()
+    with open_virtual_bus("rt-tx3") as bus:
+        node = _TapNode(bus)
+        tx = TxThread(clock)
+        tx.attach([node])
+        node.prepare(0.0, 0.25)
+        with tx:
+            for start_s in (0.09, 0.19):
+                tx.sleep_until(start_s)
+                x = 0
+                while clock.now_s() < start_s + 0.02:
+                    x += 1
+        late = np.asarray(tx.lateness_s[1:])  # the slots at 0.1 and 0.2 s
+        assert late.size == 2 and late.max() < 0.005  # the work alone would make them 10 ms late
+
+
 def test_transmit_thread_drops_a_muted_nodes_frames_and_reports_its_own_failure():
     clock = MonotonicClock()
     with open_virtual_bus("rt-tx2") as bus:

@@ -395,24 +395,28 @@ class BenchSystem(DriverControls):
         return self._last_s - self.loop.start_s
 
     def step(self) -> None:
-        """Wait for the next deadline; nodes receive and work, the plant steps, frames are prepared.
+        """The plant to the next deadline, the slots of that tick prepared, then the nodes.
 
-        The plant runs on the deadline grid one tick ahead: after the nodes of tick ``t`` it
-        integrates ``t -> t + tick`` under the load just set, then every node prepares the slots
-        of ``[t + tick, t + 2 tick)``, so the pack's sensor frames carry the plant at their
-        deadline, as in the simulated system, and the BMS's frames its outputs of tick ``t``
-        (firmware that transmits what its last task wrote). Skipped ticks are integrated before
-        the nodes run.
+        As in the simulated system, the plant first integrates to the next deadline ``t`` under
+        the load and faults set since the last tick; every node then prepares its slots of
+        ``[t, t + tick)`` (the pack's sensor frames carry the plant at ``t``, the BMS's frames
+        what its last tasks wrote, as firmware transmits), the loop waits for ``t`` (the
+        transmit thread sends the slots meanwhile), and the nodes receive and run their tasks
+        at ``t``. Skipped deadlines are integrated before the nodes run.
         """
         loop, tx = self.loop, self.tx
         tx.check()
         if not loop.k:
             tx.start()
-            self._prepare(loop.deadline_s(2))  # what each later tick has ready: two ticks
+            self._prepare(loop.deadline_s(1))  # time zero's slots: the initial plant
+        ahead = loop.deadline_s(loop.k + 1)
+        self.pack.step(ahead - self._plant_s)
+        self._plant_s = ahead
+        self._prepare(loop.deadline_s(loop.k + 2))
         now = loop.wait()
         deadline = loop.deadline_s(loop.k)
         if deadline - self._plant_s > 1e-9:
-            self.pack.step(deadline - self._plant_s)  # only after skipped ticks
+            self.pack.step(deadline - self._plant_s)  # only after skipped deadlines
             self._plant_s = deadline
         self._last_s = now
         for shared in self.shared:
@@ -426,9 +430,6 @@ class BenchSystem(DriverControls):
             self.pack.set_load_current(self.charger.current_demand_a(link_v, now))
         else:
             self.pack.set_load_power(self.vcu.power_demand_w(self.requested_power_w, link_v, now))
-        self.pack.step(loop.tick_s)
-        self._plant_s = deadline + loop.tick_s
-        self._prepare(loop.deadline_s(loop.k + 2))
 
     def _prepare(self, until_s: float) -> None:
         now = self.clock.now_s()

@@ -61,7 +61,10 @@ def test_pack_side_detects_a_killed_bms_process_within_the_configured_timeouts()
             assert system.pack.contactors_closed[:2] == (True, True)
             system.requested_power_w = 15e3  # drive a little: the pack delivers current
             system.run(2.0)
-            assert system.pack.current_a > 10.0
+            assert system.pack.current_a > 10.0, (
+                f"{system.pack.current_a:.1f} A in {_bms_state(system)}, contactors "
+                f"{system.pack.contactors_closed}, VCU limits {system.vcu.latest.get('BmsLimits')}"
+            )
 
             child.kill()  # SIGKILL: no goodbye frames, the sockets just go quiet
             killed_s = system.time_s

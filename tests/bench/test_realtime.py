@@ -4,8 +4,10 @@ against the jitter budget, and the shared bench bus."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 
 import can
 import numpy as np
@@ -112,13 +114,20 @@ class _TapNode(VcuNode):
         self.sent.append((frame.time_s, frame.data, threading.current_thread().name))
 
 
-def test_transmit_thread_sends_on_the_deadlines_with_counters_in_wire_order():
+@contextlib.contextmanager
+def tx_rig(channel: str, until_s: float) -> Iterator[tuple[MonotonicClock, _TapNode, TxThread]]:
+    """A tapped VCU on a virtual bus, its transmit thread, its slots before ``until_s`` ready."""
     clock = MonotonicClock()
-    with open_virtual_bus("rt-tx") as bus:
+    with open_virtual_bus(channel) as bus:
         node = _TapNode(bus)
         tx = TxThread(clock)
         tx.attach([node])
-        node.prepare(0.0, 0.5)  # five 100 ms slots
+        node.prepare(0.0, until_s)
+        yield clock, node, tx
+
+
+def test_transmit_thread_sends_on_the_deadlines_with_counters_in_wire_order():
+    with tx_rig("rt-tx", 0.5) as (clock, node, tx):  # five 100 ms slots
         with tx:
             tx.sleep_until(0.25)
             assert clock.now_s() >= 0.25
@@ -138,12 +147,7 @@ def test_transmit_thread_sends_on_the_deadlines_with_counters_in_wire_order():
 def test_a_frame_due_during_the_main_loops_work_leaves_on_time_not_after_it():
     # VehicleRequest slots at 0.1 and 0.2 s; the main thread busy (pure Python, holding the
     # GIL) from 0.09 to 0.11 and 0.19 to 0.21: the transmit thread must cut in.
-    clock = MonotonicClock()
-    with open_virtual_bus("rt-tx3") as bus:
-        node = _TapNode(bus)
-        tx = TxThread(clock)
-        tx.attach([node])
-        node.prepare(0.0, 0.25)
+    with tx_rig("rt-tx3", 0.25) as (clock, node, tx):
         with tx:
             for start_s in (0.09, 0.19):
                 tx.sleep_until(start_s)
@@ -155,12 +159,7 @@ def test_a_frame_due_during_the_main_loops_work_leaves_on_time_not_after_it():
 
 
 def test_transmit_thread_drops_a_muted_nodes_frames_and_reports_its_own_failure():
-    clock = MonotonicClock()
-    with open_virtual_bus("rt-tx2") as bus:
-        node = _TapNode(bus)
-        tx = TxThread(clock)
-        tx.attach([node])
-        node.prepare(0.0, 0.3)
+    with tx_rig("rt-tx2", 0.3) as (_, node, tx):
         tx.mute(node)
         with tx:
             tx.sleep_until(0.25)

@@ -1,10 +1,11 @@
 """Real-time pacing for bench runs: absolute deadlines, frames sent ahead of the work, budget.
 
-Two threads. The main loop ticks at ``t0 + k * tick_s`` on a monotonic clock: the nodes receive
-and run their tasks, the plant steps to the next deadline, and every node fills and encodes the
-cyclic slots of the tick after (:meth:`Node.prepare`). The :class:`~bms.bench.transmit.TxThread`
-sends each at its own deadline, so no frame waits for the plant or the BMS tasks, whatever its
-phase, and wakes the loop once the frames due at its deadline have left. A tick whose deadline
+Two threads. The main loop ticks at ``t0 + k * tick_s`` on a monotonic clock: the plant steps to
+the next deadline, every node fills and encodes its cyclic slots of that tick
+(:meth:`Node.prepare`), the loop waits for the deadline, then the nodes receive and run their
+tasks. The :class:`~bms.bench.transmit.TxThread` sends each slot at its own deadline, so no frame
+waits for the plant or the BMS tasks, whatever its phase, and wakes the loop once the frames due
+at its deadline have left. A tick whose deadline
 has passed by a whole period is skipped and counted, never run twice; a slot overtaken before it
 was prepared is sent once, late, and counted missed, never as a burst. :class:`TimingReport`
 joins the lateness of every frame with the loop's own tick lateness and overruns and checks a
@@ -318,11 +319,12 @@ class BenchSystem(DriverControls):
         self.nodes: list[Any] = [
             n for n in (self.pack_node, self.bms_node, self.vcu, self.charger) if n is not None
         ]
+        # in the order of the simulated system: the pack's electronics, the BMS, the vehicle side
         self._by_name: dict[str, Any] = {
             "pack": self.pack_node,
+            "bms": self.bms_node,
             "vcu": self.vcu,
             "charger": self.charger,
-            "bms": self.bms_node,
         }
         #: Sends every local node's frames at their deadlines and paces the loop (started by the
         #: first step).
@@ -377,13 +379,11 @@ class BenchSystem(DriverControls):
             self._apply_stops()
 
     def _apply_stops(self) -> None:
-        running = [(name, n) for name, n in self._by_name.items() if n is not None]
-        running = [(name, n) for name, n in running if name not in self.stopped]
-        # The order of the simulated system: the vehicle side, the pack's electronics (they
-        # sample the plant), then the BMS (reads what they sent, runs its tasks).
-        order = ("vcu", "charger", "pack", "bms")
-        self._steps = [n.step for name, n in sorted(running, key=lambda r: order.index(r[0]))]
-        self._preparers = [n.prepare for _, n in running]
+        running = [
+            n for name, n in self._by_name.items() if n is not None and name not in self.stopped
+        ]
+        self._steps = [n.step for n in running]
+        self._preparers = [n.prepare for n in running]
         self._stopped_views = [
             ep.bus for name in sorted(self.stopped) for ep in endpoints_of(self._by_name[name])
         ]

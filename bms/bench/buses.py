@@ -5,9 +5,12 @@ and several nodes of one process (pack node, VCU, charger, an observer) sit on i
 object can be opened once, and a frame a node sends is seen by every *other* node on a real bus,
 so :class:`SharedBus` owns the interface and hands out :class:`BusView` endpoints: each view
 receives every frame from the interface plus the frames the other local views sent, like a
-python-can virtual bus. Frames from the interface are restamped with the local clock on receipt:
-hardware, remote and virtual backends stamp in their own time bases, while the E2E receivers and
-driver timeouts compare frame times with the ``now_s`` of the loop.
+python-can virtual bus. Frames from the interface are restamped on the local clock: hardware,
+remote and virtual backends stamp in their own time bases, while the E2E receivers, the BMS's
+request-timing supervision and driver timeouts compare frame times with the ``now_s`` of the
+loop. The interface's own stamp is kept and shifted by the smallest delay seen so far (receipt
+time minus stamp), so the spacing of frames keeps the interface's precision instead of the
+loop's 10 ms polling grid; a frame without a stamp gets its receipt time.
 """
 
 from __future__ import annotations
@@ -19,6 +22,10 @@ from typing import Any
 import can
 
 from bms.can.clock import Clock
+
+#: How fast the time-base offset may grow again (s per s): follows a slower interface clock
+#: (drift well under 100 ppm) while the smallest-delay frames keep pulling it back down.
+OFFSET_RELAX = 1e-4
 
 #: Largest number of frames a view keeps unread; older ones are dropped (and counted) so a view
 #: nobody reads (an idle observer) cannot grow without bound on a long bench run.
@@ -98,6 +105,8 @@ class SharedBus:
         self.frames_out = 0
         self.send_errors = 0
         self._is_shutdown = False
+        self._offset_s: float | None = None  # local clock minus interface stamp, smallest delay
+        self._offset_at_s = 0.0
         # Frames go out from a transmit thread and, rarely, the main loop: one sender at a time
         # (python-can lets send and recv run in parallel, not two sends on every interface).
         self._send_lock = threading.Lock()
@@ -118,7 +127,7 @@ class SharedBus:
         count = 0
         msg = self.bus.recv(timeout_s)
         while msg is not None:
-            msg.timestamp = self.clock.now_s()
+            msg.timestamp = self._local_stamp(msg.timestamp, self.clock.now_s())
             if self.channel is not None:
                 msg.channel = self.channel
             for view in self._views:
@@ -127,6 +136,18 @@ class SharedBus:
             msg = self.bus.recv(0.0)
         self.frames_in += count
         return count
+
+    def _local_stamp(self, stamp_s: float, now_s: float) -> float:
+        """``stamp_s`` (the interface's time base) on the local clock, never later than now."""
+        if not stamp_s:
+            return now_s
+        offset = self._offset_s
+        if offset is not None:
+            offset += OFFSET_RELAX * (now_s - self._offset_at_s)
+        if offset is None or now_s - stamp_s < offset:
+            offset = now_s - stamp_s
+        self._offset_s, self._offset_at_s = offset, now_s
+        return min(now_s, stamp_s + offset)
 
     def _send(self, origin: BusView, msg: can.Message, timeout: float | None) -> None:
         if self.channel is not None:

@@ -205,6 +205,25 @@ def test_shared_bus_restamps_on_the_local_clock_and_loops_back_between_local_vie
         shared.shutdown()
 
 
+def test_shared_bus_keeps_the_interfaces_spacing_when_it_polls_late():
+    # The BMS judges the vehicle request's spacing from frame stamps: a poll every 10 ms must
+    # not turn 50 ms into 200 ms (the loop's polling grid), nor stamp a frame in the future.
+    clock = FakeClock()
+    with open_virtual_bus("rt-spacing") as peer:
+        shared = SharedBus(open_virtual_bus("rt-spacing"), clock)
+        view = shared.view("bms")
+        # stamped in the sender's time base, 50 ms apart
+        peer.send(can.Message(arbitration_id=0x210, is_extended_id=False, timestamp=1000.0))
+        clock.t = 5.0
+        first = view.recv(0.0)
+        peer.send(can.Message(arbitration_id=0x210, is_extended_id=False, timestamp=1000.05))
+        clock.t = 5.2  # polled 200 ms later
+        second = view.recv(0.0)
+        assert first.timestamp == 5.0
+        assert second.timestamp - first.timestamp == pytest.approx(0.05, abs=0.01)
+        shared.shutdown()
+
+
 def test_monotonic_loop_keeps_the_10ms_grid_in_real_time():
     loop = DeadlineLoop(0.01, MonotonicClock(), start_s=None)
     last = loop.run(lambda now: None, duration_s=0.5)

@@ -88,7 +88,6 @@ class TxThread:
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
         self.lateness_s: list[float] = []
-        self.frames = 0
         self.error: BaseException | None = None
         # appended by the main thread, emptied by this one (both atomic under the GIL)
         self._inbox: collections.deque[_Item] = collections.deque()
@@ -198,7 +197,6 @@ class TxThread:
                         stamp = now_s()
                         if node.send_prepared(name, [payload], stamp):  # 0: a fault dropped it
                             lateness.append(stamp - deadline)
-                            self.frames += 1
 
     def __enter__(self) -> TxThread:
         self.start()

@@ -119,6 +119,11 @@ class Node:
         With an :attr:`outbox` nothing is sent here: :meth:`prepare` hands the slots over.
         """
         self.receive(now_s)
+        self.send_due(now_s, catch_up)
+
+    def send_due(self, now_s: float, catch_up: bool = True) -> None:
+        """The send half of :meth:`step`: due cyclic frames (unless an outbox sends them), then
+        frames a DELAY fault held back."""
         if self.outbox is not None:
             self.release_delayed(now_s)
             return

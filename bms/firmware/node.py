@@ -162,8 +162,8 @@ class BmsNode:
         if self._tick % self._slow_every == 0:
             out = bms.task_100ms(now_s)
         self._tick += 1
-        self.pack.step(now_s)  # nothing new to receive in-process: sends the due frames
-        self.vehicle.step(now_s)
+        self.pack.send_due(now_s)  # received above: only the due frames go out
+        self.vehicle.send_due(now_s)
         if self._state_key(out) != self._last_state_key:
             self.vehicle.send_event("BmsState", self._fill_state(), now_s)  # at once on change
             self.state_events_sent += 1
